@@ -4,7 +4,9 @@ reproduce: execute every notebook with papermill (the summary last) at a profile
 writes into a staging folder; only when it succeeds are its rendered notebook, results and
 figures moved into place, so a failure never touches earlier outputs. A notebook whose inputs
 (its cells, the package code, its parameters) hash to the stamp of its last successful run is
-skipped, so an interrupted `make reproduce` resumes where it stopped.
+skipped, so an interrupted `make reproduce` resumes where it stopped. When only markdown cells
+changed, the new prose is copied into the rendered notebook without executing anything:
+markdown is never executed, so the outputs stay those of the code that produced them.
 
 prepare-tests: copies of the notebooks with the smoke profile injected, for nbval.
 """
@@ -41,20 +43,50 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return paths
 
 
-def input_hash(notebook: Path, parameters: dict, extra: bytes = b"") -> str:
-    """Hash of what determines a render: cell sources (not outputs), code, parameters."""
+def _is_injected(cell) -> bool:
+    return "injected-parameters" in cell.get("metadata", {}).get("tags", [])
+
+
+def input_hash(notebook: Path, parameters: dict, extra: bytes = b"",
+               code_only: bool = False) -> str:
+    """Hash of what determines a render: cell sources (not outputs), code, parameters.
+
+    code_only: leave markdown cells out (what determines the outputs)."""
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
     digest = hashlib.sha256()
     for cell in nb.cells:
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+        if _is_injected(cell) or (code_only and cell.cell_type == "markdown"):
             continue
         digest.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
     digest.update(code_hash().encode())
     digest.update(json.dumps(parameters, sort_keys=True).encode())
     digest.update(extra)
     return digest.hexdigest()
+
+
+def update_prose(source: Path, rendered: Path) -> bool:
+    """Copy the markdown cells of `source` into `rendered` when their code cells are the same.
+
+    Returns False (and changes nothing) when the two notebooks differ in anything but markdown."""
+    import nbformat
+
+    new = nbformat.read(source, as_version=4)
+    old = nbformat.read(rendered, as_version=4)
+    new_cells = [c for c in new.cells if not _is_injected(c)]
+    old_cells = [c for c in old.cells if not _is_injected(c)]
+    same_shape = len(new_cells) == len(old_cells) and all(
+        a.cell_type == b.cell_type and (a.cell_type == "markdown" or a.source == b.source)
+        for a, b in zip(new_cells, old_cells, strict=False))
+    if not same_shape:
+        return False
+    for a, b in zip(new_cells, old_cells, strict=True):
+        b.source = a.source
+    tmp = rendered.with_name(f".{rendered.name}.tmp")
+    nbformat.write(old, tmp)
+    os.replace(tmp, rendered)
+    return True
 
 
 def _results_fingerprint(results_dir: Path) -> bytes:
@@ -111,9 +143,17 @@ def reproduce(profile: str, device: str, force: bool = False, only: list[str] | 
             parameters["n_seeds"] = n_seeds
         extra = _results_fingerprint(dirs.results) if notebook.stem == SUMMARY else b""
         digest = input_hash(notebook, parameters, extra)
+        code_digest = input_hash(notebook, parameters, extra, code_only=True)
         rendered = rendered_dir / notebook.name
-        if not force and stamps.get(notebook.stem, {}).get("inputs") == digest and rendered.exists():
+        stamp = stamps.get(notebook.stem, {})
+        if not force and rendered.exists() and stamp.get("inputs") == digest:
             print(f"[skip] {notebook.stem}: unchanged since its last successful run")
+            continue
+        if (not force and rendered.exists() and stamp.get("code_inputs") == code_digest
+                and update_prose(notebook, rendered)):
+            stamps[notebook.stem] = {**stamp, "inputs": digest}
+            _write_atomic(stamps_path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+            print(f"[text] {notebook.stem}: only markdown changed; prose updated, nothing re-run")
             continue
         staging = REPO_ROOT / "build" / "staging" / profile / notebook.stem
         shutil.rmtree(staging, ignore_errors=True)
@@ -141,7 +181,7 @@ def reproduce(profile: str, device: str, force: bool = False, only: list[str] | 
             if table.exists():
                 update_readme(table.read_text())
         minutes = (time.time() - started) / 60
-        stamps[notebook.stem] = {"inputs": digest, "minutes": round(minutes, 2),
+        stamps[notebook.stem] = {"inputs": digest, "code_inputs": code_digest, "minutes": round(minutes, 2),
                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         _write_atomic(stamps_path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(staging, ignore_errors=True)
@@ -190,11 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--force", action="store_true", help="re-run even unchanged notebooks")
     rep.add_argument("--only", nargs="*", help="notebook names (without .ipynb)")
     rep.add_argument("--n-seeds", type=int, default=None)
+    prose = sub.add_parser("prose", help="copy the markdown of edited notebooks into the rendered "
+                           "ones in notebooks/ (same code cells), executing nothing")
+    prose.add_argument("sources", nargs="+", type=Path, help="edited .ipynb files")
     tests = sub.add_parser("prepare-tests", help="smoke-profile notebook copies for nbval")
     tests.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "nbtest")
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         return reproduce(args.profile, args.device, args.force, args.only, args.n_seeds)
+    if args.command == "prose":
+        refused = [src.stem for src in args.sources
+                   if not update_prose(src, NOTEBOOKS_DIR / src.name)]
+        for name in refused:
+            print(f"{name}: code cells differ from the render; run `make reproduce`", file=sys.stderr)
+        return 1 if refused else 0
     for path in prepare_tests(args.out):
         print(path)
     return 0

@@ -67,3 +67,49 @@ def test_failed_notebook_leaves_outputs_and_successful_one_is_skipped_next_time(
     make_notebook(nbdir / "bad.ipynb", "pass")
     assert pipeline.reproduce("smoke", "cpu") == 0
     assert (out / "results" / "good.csv").read_text() == "kept"  # skipped: unchanged
+
+
+def test_prose_update_copies_markdown_only_when_code_cells_match(tmp_path):
+    import nbformat
+
+    def notebook(path, prose, code, output=None):
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell(code)
+        if output is not None:
+            cell.outputs = [nbformat.v4.new_output("stream", text=output)]
+        nb.cells = [nbformat.v4.new_markdown_cell(prose), cell]
+        nbformat.write(nb, path)
+
+    rendered, edited, changed = tmp_path / "r.ipynb", tmp_path / "e.ipynb", tmp_path / "c.ipynb"
+    notebook(rendered, "old prose", "print(1)", output="1\n")
+    notebook(edited, "new prose", "print(1)")
+    notebook(changed, "newer prose", "print(2)")
+
+    assert pipeline.update_prose(edited, rendered)
+    nb = nbformat.read(rendered, as_version=4)
+    assert nb.cells[0].source == "new prose" and nb.cells[1].outputs[0].text == "1\n"
+    assert not pipeline.update_prose(changed, rendered)
+    assert nbformat.read(rendered, as_version=4).cells[0].source == "new prose"
+
+
+def test_markdown_only_edit_is_not_re_executed(tmp_path, monkeypatch):
+    pytest.importorskip("papermill")
+    import nbformat
+
+    nbdir, out = tmp_path / "notebooks", tmp_path / "out"
+    nbdir.mkdir()
+    make_notebook(nbdir / "good.ipynb", WRITE_RESULT)
+    nb = nbformat.read(nbdir / "good.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("A draft discussion."))
+    nbformat.write(nb, nbdir / "good.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setenv("CLREPRO_OUTPUT", str(out))
+    assert pipeline.reproduce("smoke", "cpu") == 0
+    (out / "results" / "good.csv").write_text("kept")
+
+    nb.cells[-1].source = "A new discussion."
+    nbformat.write(nb, nbdir / "good.ipynb")
+    assert pipeline.reproduce("smoke", "cpu") == 0
+    assert (out / "results" / "good.csv").read_text() == "kept"  # not executed again
+    rendered = nbformat.read(out / "notebooks" / "good.ipynb", as_version=4)
+    assert rendered.cells[-1].source == "A new discussion."
