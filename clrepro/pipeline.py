@@ -100,6 +100,13 @@ def _load_stamps(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _update_stamp(path: Path, name: str, stamp: dict) -> None:
+    """Re-read the stamps just before writing, so that concurrent runs of other notebooks
+    keep theirs."""
+    stamps = {**_load_stamps(path), name: stamp}
+    _write_atomic(path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -151,8 +158,7 @@ def reproduce(profile: str, device: str, force: bool = False, only: list[str] | 
             continue
         if (not force and rendered.exists() and stamp.get("code_inputs") == code_digest
                 and update_prose(notebook, rendered)):
-            stamps[notebook.stem] = {**stamp, "inputs": digest}
-            _write_atomic(stamps_path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+            _update_stamp(stamps_path, notebook.stem, {**stamp, "inputs": digest})
             print(f"[text] {notebook.stem}: only markdown changed; prose updated, nothing re-run")
             continue
         staging = REPO_ROOT / "build" / "staging" / profile / notebook.stem
@@ -181,9 +187,9 @@ def reproduce(profile: str, device: str, force: bool = False, only: list[str] | 
             if table.exists():
                 update_readme(table.read_text())
         minutes = (time.time() - started) / 60
-        stamps[notebook.stem] = {"inputs": digest, "code_inputs": code_digest, "minutes": round(minutes, 2),
-                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _write_atomic(stamps_path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+        _update_stamp(stamps_path, notebook.stem, {
+            "inputs": digest, "code_inputs": code_digest, "minutes": round(minutes, 2),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         shutil.rmtree(staging, ignore_errors=True)
         print(f"[done] {notebook.stem} in {minutes:.1f} min", flush=True)
     if failures:
