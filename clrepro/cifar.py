@@ -46,11 +46,8 @@ def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def verify(folder: Path) -> None:

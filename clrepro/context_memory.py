@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from clrepro import tinylm as lm
+from clrepro.runner import cache_dir
 from clrepro.sdft_lm import LMFinetune, NewTask, finetune
 
 TAGS = tuple(lm.SKILL_TOKENS + lm.PLACEHOLDERS)  # eight tag tokens, meaningless outside a window
@@ -301,14 +302,14 @@ class ContextExperiment:
 
 
 def _cache_path(exp: ContextExperiment, seed: int, kind: str, suffix: str) -> Path | None:
-    setting = os.environ.get("CLREPRO_CACHE", str(Path(__file__).resolve().parents[1] / "build" / "cache"))
-    if setting.lower() in ("off", "0", ""):
+    folder = cache_dir()
+    if folder is None:
         return None
     here = Path(__file__).parent
     digest = hashlib.sha256(b"".join((here / f).read_bytes()
                                      for f in ("tinylm.py", "sdft_lm.py", "distill.py", "context_memory.py")))
     digest.update(json.dumps([asdict(exp), seed, kind], sort_keys=True, default=str).encode())
-    return Path(setting) / f"context-{kind}-{digest.hexdigest()[:32]}.{suffix}"
+    return folder / f"context-{kind}-{digest.hexdigest()[:32]}.{suffix}"
 
 
 def base_for(exp: ContextExperiment, seed: int) -> nn.Module:
