@@ -1,6 +1,7 @@
-"""Task streams built from in-memory MNIST / Fashion-MNIST tensors.
+"""Task streams built from in-memory MNIST / Fashion-MNIST / CIFAR-10 tensors.
 
-Every task holds flattened uint8 images [N, 784] and targets that are already *output unit
+Every task holds uint8 images (MNIST family flattened to [N, 784]; CIFAR-10 [N, 3, 32, 32]) and
+targets that are already *output unit
 indices* for the stream's scenario, so training and evaluation are the same cross-entropy for
 every scenario:
 
@@ -9,6 +10,10 @@ every scenario:
   other heads receive zero gradient and do not affect the prediction.
 - Domain-IL: one shared head of the task's size; the task id is not used.
 - Class-IL: one head over the classes of all tasks, no masking.
+
+Seq-CIFAR-10 (the DER paper's) is Split CIFAR-10: 5 tasks of 2 classes, and its training
+batches are augmented (`augment`: 4-pixel zero-padded random crop, horizontal flip) as in the
+authors' code; the MNIST family is never augmented.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from clrepro.config import BenchmarkConfig
-from clrepro.data import load_dataset
+from clrepro.data import ImageDataset, load_dataset
 
 VALIDATION_FRACTION = 0.1
 
@@ -28,7 +33,7 @@ class Task:
     index: int
     name: str
     units: tuple[int, ...]  # the output units this task's targets live on
-    x_train: torch.Tensor  # uint8 [N, 784]
+    x_train: torch.Tensor  # uint8 [N, 784] (MNIST family) or [N, 3, 32, 32] (CIFAR-10)
     y_train: torch.Tensor  # int64 [N], output unit indices
     x_test: torch.Tensor
     y_test: torch.Tensor
@@ -43,6 +48,7 @@ class Stream:
     scenario: str
     tasks: tuple[Task, ...]
     n_outputs: int
+    augment: bool = False  # training (and replayed) batches go through `augment`
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -59,6 +65,21 @@ class Stream:
 def to_float(images: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
     """Pixels scaled to [0, 1], no mean/std normalisation (the DER protocol)."""
     return images.to(device=device, dtype=torch.float32).div_(255.0)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop after zero padding, then a horizontal flip with probability ½, drawn per
+    image from `generator` (so augmentation never touches the global RNG). Images [N, C, H, W]
+    in [0, 1]; the authors' torchvision RandomCrop(32, padding=4) + RandomHorizontalFlip."""
+    n, _, h, w = images.shape
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator).to(images.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)  # [N, H]
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # [N, W]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def _generator(seed: int, salt: int) -> torch.Generator:
@@ -153,13 +174,14 @@ def split_classes(n_tasks: int) -> list[tuple[int, int]]:
 
 
 def _build_split_stream(cfg: BenchmarkConfig, seed: int, data_dir: str | None) -> Stream:
-    """Split MNIST / Fashion-MNIST: task t holds classes (2t, 2t+1)."""
-    data = load_dataset("mnist" if cfg.name == "split_mnist" else "fashion_mnist", data_dir)
+    """Split MNIST / Fashion-MNIST / CIFAR-10: task t holds classes (2t, 2t+1)."""
+    data = _split_dataset(cfg.name, data_dir)
+    images = cfg.name == "seq_cifar10"  # kept [N, 3, 32, 32] for the convolutional net
     tasks = []
     for t, classes in enumerate(split_classes(cfg.n_tasks)):
         def select(x: torch.Tensor, y: torch.Tensor, classes=classes):
             keep = (y == classes[0]) | (y == classes[1])
-            return x[keep].reshape(-1, 784), y[keep]
+            return (x[keep] if images else x[keep].reshape(-1, 784)), y[keep]
 
         x_tr, y_tr = select(data.train_images, data.train_labels)
         x_te, y_te = select(data.test_images, data.test_labels)
@@ -171,4 +193,12 @@ def _build_split_stream(cfg: BenchmarkConfig, seed: int, data_dir: str | None) -
         tasks.append(Task(t, f"{classes[0]}/{classes[1]}", units, x_tr, y_tr, x_te, y_te))
     # Task-/Class-IL: one 10-way output layer, as in the DER and van de Ven protocols.
     n_outputs = 2 if cfg.scenario == "domain" else 10
-    return Stream(cfg.name, cfg.scenario, tuple(tasks), n_outputs)
+    return Stream(cfg.name, cfg.scenario, tuple(tasks), n_outputs, augment=images)
+
+
+def _split_dataset(name: str, data_dir: str | None) -> ImageDataset:
+    if name == "seq_cifar10":
+        from clrepro.cifar import load_cifar10
+
+        return load_cifar10(data_dir)
+    return load_dataset("mnist" if name == "split_mnist" else "fashion_mnist", data_dir)

@@ -12,7 +12,9 @@ import json
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal
 
-BENCHMARKS = ("permuted_mnist", "rotated_mnist", "split_mnist", "split_fashion_mnist")
+BENCHMARKS = ("permuted_mnist", "rotated_mnist", "split_mnist", "split_fashion_mnist", "seq_cifar10")
+SPLIT_BENCHMARKS = ("split_mnist", "split_fashion_mnist", "seq_cifar10")  # 5 tasks of 2 classes
+MODELS = ("mlp", "resnet18")
 SCENARIOS = ("task", "domain", "class")
 OPTIMIZERS = ("sgd", "adam")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -31,7 +33,8 @@ def _require(condition: bool, parameter: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """A stream of tasks built from MNIST or Fashion-MNIST.
+    """A stream of tasks built from MNIST, Fashion-MNIST or CIFAR-10 (seq_cifar10: the DER
+    paper's Seq-CIFAR-10, 32×32 colour images, augmented by random crop and flip in training).
 
     scenario: 'task' (task id given: per-task output units, masked), 'domain' (one shared
     head, task id not given) or 'class' (one head over all classes seen so far).
@@ -53,7 +56,7 @@ class BenchmarkConfig:
         _require(self.name in BENCHMARKS, "benchmark.name", f"unknown {self.name!r}; one of {BENCHMARKS}")
         _require(self.scenario in SCENARIOS, "benchmark.scenario", f"unknown {self.scenario!r}; one of {SCENARIOS}")
         _require(self.n_tasks >= 1, "benchmark.n_tasks", f"must be at least 1, got {self.n_tasks}")
-        if self.name.startswith("split_"):
+        if self.name in SPLIT_BENCHMARKS:
             _require(self.n_tasks <= 5, "benchmark.n_tasks", "split benchmarks have at most 5 tasks of 2 classes")
         if self.angles is not None:
             _require(self.name == "rotated_mnist", "benchmark.angles", "only rotated_mnist takes angles")
@@ -66,15 +69,21 @@ class BenchmarkConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A multilayer perceptron; the output width follows from the benchmark and scenario."""
+    """The network; its output width follows from the benchmark and scenario.
+
+    kind: 'mlp' (the fields below) or 'resnet18' (the CIFAR ResNet-18 of clrepro.resnet, for
+    seq_cifar10; the MLP fields do not apply to it).
+    """
 
     hidden: tuple[int, ...] = (100, 100)
     dropout_input: float = 0.0
     dropout_hidden: float = 0.0
     bias: bool = True
     activation: str = "relu"
+    kind: str = "mlp"
 
     def __post_init__(self) -> None:
+        _require(self.kind in MODELS, "model.kind", f"unknown {self.kind!r}; one of {MODELS}")
         _require(all(h > 0 for h in self.hidden), "model.hidden", f"widths must be positive, got {self.hidden}")
         _require(self.activation in ACTIVATIONS, "model.activation",
                  f"unknown {self.activation!r}; one of {ACTIVATIONS}")
@@ -142,6 +151,9 @@ class Experiment:
             f"(supports {sorted(cls.scenarios)})",
         )
         validate_params(self.method, self.method_params)
+        images = self.benchmark.name == "seq_cifar10"  # 3×32×32 inputs need the convolutional net
+        _require(images == (self.model.kind == "resnet18"), "model.kind",
+                 f"{self.benchmark.name} needs {'resnet18' if images else 'mlp'}, got {self.model.kind!r}")
 
     def with_(self, **changes: Any) -> Experiment:
         """A copy with some fields replaced; nested configs may be given as dicts of changes."""

@@ -1,4 +1,5 @@
-"""Models: a multilayer perceptron whose output width follows from the stream."""
+"""Models: a multilayer perceptron (or, for Seq-CIFAR-10, a ResNet-18) whose output width follows
+from the stream."""
 
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ class MLP(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(cfg: ModelConfig, n_outputs: int) -> MLP:
+def build_model(cfg: ModelConfig, n_outputs: int) -> nn.Module:
+    if cfg.kind == "resnet18":
+        from clrepro.resnet import cifar_resnet18
+
+        return cifar_resnet18(n_outputs)
     return MLP(cfg, n_outputs)
 
 

@@ -4,7 +4,7 @@ with 64·2^i channels, global average pooling, one linear head).
 
 Like `clrepro.models.MLP`, `features` maps images to the 512-d pooled representation and
 `head` maps it to the logits, so methods that read features or replace heads work unchanged.
-Not wired into `models.build_model` yet (see `clrepro.cifar`).
+`models.build_model` puts the authors' per-channel normalisation in front (`cifar_resnet18`).
 """
 
 from __future__ import annotations
@@ -47,3 +47,28 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+# Seq-CIFAR-10's per-channel statistics, as in the DER authors' code.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2615)
+
+
+class Normalize(nn.Module):
+    """(x − mean) / std per channel, inside the model so every input path (training, replay,
+    evaluation) is normalised the same way and the buffer stores raw [0, 1] pixels."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def cifar_resnet18(n_outputs: int) -> ResNet18:
+    """ResNet-18 whose `features` start with CIFAR-10's normalisation."""
+    model = ResNet18(n_outputs)
+    model.features.insert(0, Normalize(CIFAR10_MEAN, CIFAR10_STD))
+    return model

@@ -37,8 +37,8 @@ def cache_dir() -> Path | None:
 
 # The modules every run executes; a method adds its own class chain and the clrepro modules
 # those reference (one level), so adding a new method or helper module invalidates nothing else.
-RUN_CORE = ("__init__", "_torchvision", "benchmarks", "config", "data", "metrics", "models", "paths",
-            "profiles", "results", "train")
+RUN_CORE = ("__init__", "_torchvision", "benchmarks", "cifar", "config", "data", "metrics", "models", "paths",
+            "profiles", "resnet", "results", "train")
 
 
 def _referenced_files(module) -> set[Path]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from clrepro.benchmarks import Stream, build_stream, to_float
+from clrepro.benchmarks import Stream, augment, build_stream, to_float
 from clrepro.config import Experiment, TrainConfig
 from clrepro.methods import Batch, Method, build_method
 from clrepro.models import build_model
@@ -100,6 +100,7 @@ def run(
     model = build_model(experiment.model, stream.n_outputs).to(device)
     method = build_method(experiment.method, experiment.method_params, model, stream)
     generator = torch.Generator().manual_seed(seed)
+    augmentation = torch.Generator().manual_seed(seed + 1) if stream.augment else None
     cfg = experiment.train
     n_tasks = len(stream)
     accuracy = np.full((n_tasks, n_tasks), np.nan)
@@ -134,6 +135,8 @@ def run(
                     _record_curve(curves, method, stream, device, t, cfg, epoch)
                 last_epoch = epoch
             batch = Batch(x[idx], y[idx], t, None if task_ids is None else task_ids[idx])
+            if augmentation is not None:
+                batch.x, batch.x_raw = augment(batch.x, augmentation), batch.x
             optimizer.zero_grad(set_to_none=True)
             method.loss(batch).backward()
             method.transform_gradients(batch)

@@ -8,19 +8,11 @@ from clrepro import cifar
 from clrepro.data import DatasetNotFoundError
 
 
-def write_fixture(root, n_per_batch=4, seed=0):
-    """A tiny CIFAR-10 in its on-disk format: pickled dicts of uint8 rows and labels."""
-    rng = np.random.default_rng(seed)
-    folder = root / cifar.FOLDER
-    folder.mkdir(parents=True)
-    written = {}
-    for name in (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH):
-        data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n_per_batch).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"data": data, b"labels": labels,
-                         b"filenames": [b"x.png"] * n_per_batch}, f)
-        written[name] = (data, labels)
+def write_fixture(root, n_per_batch=4, seed=0, marked=False):
+    """The package's fixture; unmarked (as if it claimed to be the real CIFAR-10) by default."""
+    written = cifar.write_fixture(root, n_per_batch, seed)
+    if not marked:
+        (root / cifar.FOLDER / cifar.FIXTURE_MARKER).unlink()
     return written
 
 
@@ -60,3 +52,14 @@ def test_load_finds_the_explicit_folder_without_downloading(tmp_path, monkeypatc
     assert len(cifar.load_cifar10(tmp_path, download=False).train_images) == 20
     with pytest.raises(DatasetNotFoundError):
         cifar.load_cifar10(tmp_path / "elsewhere", download=False)
+
+
+def test_a_marked_fixture_is_read_without_md5_and_named_as_a_fixture(tmp_path):
+    write_fixture(tmp_path, marked=True)
+    ds = cifar.load_cifar10(tmp_path, download=False)
+    assert ds.name == "cifar10-fixture" and len(ds.train_images) == 20
+
+
+def test_missing_data_without_download_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="downloads are off"):
+        cifar.load_cifar10(tmp_path, download=False)

@@ -34,6 +34,12 @@ class Batch:
     y: torch.Tensor
     task: int
     task_ids: torch.Tensor | None = None  # per-example task ids (joint training only)
+    x_raw: torch.Tensor | None = None  # the un-augmented inputs, where the stream augments
+
+    @property
+    def x_stored(self) -> torch.Tensor:
+        """What a replay buffer keeps: the inputs before augmentation."""
+        return self.x if self.x_raw is None else self.x_raw
 
 
 @dataclass(frozen=True)

@@ -74,16 +74,17 @@ class DER(ReplayMethod):
         loss = F.cross_entropy(self.masked(out, batch.task), batch.y)
         if len(self.buffer):
             replay = self.buffer.sample(self.params.minibatch_size)
-            loss = loss + self.params.alpha * F.mse_loss(self.model(replay.x), replay.logits)
+            loss = loss + self.params.alpha * F.mse_loss(self.model(self.replayed_inputs(replay.x)), replay.logits)
             beta = getattr(self.params, "beta", 0.0)
             if beta:
                 replay = self.buffer.sample(self.params.minibatch_size)
-                loss = loss + beta * F.cross_entropy(self.masked(self.model(replay.x), replay.task), replay.y)
+                out = self.model(self.replayed_inputs(replay.x))
+                loss = loss + beta * F.cross_entropy(self.masked(out, replay.task), replay.y)
         return loss
 
     def after_step(self, batch: Batch) -> None:
         if self.params.fill == "reservoir":
-            self.buffer.add(batch.x, batch.y, batch.task, logits=self._stream_logits)
+            self.buffer.add(batch.x_stored, batch.y, batch.task, logits=self._stream_logits)
 
     def end_task(self, task: Task, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.params.fill == "task_end":

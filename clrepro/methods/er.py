@@ -7,8 +7,9 @@ Each step (the authors' order):
     M ← insert(M, (x, y))                                 the stream batch, un-augmented
 
 The tricks, each a switch (so they can be added cumulatively):
-    buffer_augmentation   IBA: augment replayed inputs independently. INACTIVE on the MNIST family:
-                          nothing is augmented there, so the switch changes nothing (documented).
+    buffer_augmentation   IBA: augment replayed inputs independently, on streams that augment
+                          (Seq-CIFAR-10). INACTIVE on the MNIST family: nothing is augmented there,
+                          so the switch changes nothing (documented).
     bias_control          BiC: after each task, two scalars (shift b, scale w) on the logits of the
                           task just learned, o ← w·o + b, trained by SGD (lr 0.5, 50 epochs) on the
                           buffer with the network frozen; used at prediction time only.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from clrepro.benchmarks import augment
 from clrepro.buffer import POLICIES, Buffer
 from clrepro.config import ConfigError, TrainConfig
 from clrepro.methods import register
@@ -39,7 +41,7 @@ class ERParams:
     bic_epochs: int = 50
     bic_lr: float = 0.5
     lr_decay: float = 1.0  # ELrD: γ per example seen (1: off)
-    buffer_augmentation: bool = False  # IBA: no-op on MNIST-family benchmarks (no augmentation)
+    buffer_augmentation: bool = False  # IBA: no-op on streams without augmentation (MNIST family)
 
     def __post_init__(self) -> None:
         if self.buffer_size < 0:
@@ -65,6 +67,11 @@ class ReplayMethod(Method):
         generator = torch.Generator().manual_seed(torch.initial_seed() + 7919)
         sampling = getattr(params, "sampling", "reservoir")
         self.buffer = Buffer(params.buffer_size, sampling, generator)
+
+    def replayed_inputs(self, x: torch.Tensor, augmented: bool = True) -> torch.Tensor:
+        """Stored inputs as the network sees them: augmented independently of the stream batch
+        where the stream augments (the authors augment every replay minibatch there)."""
+        return augment(x, self.buffer.generator) if augmented and self.stream.augment else x
 
     def masked(self, out: torch.Tensor, tasks: torch.Tensor | int) -> torch.Tensor:
         """Task-IL: every example sees only its own task's units (replayed ones included)."""
@@ -106,7 +113,8 @@ class ER(ReplayMethod):
         if len(self.buffer):
             replay = self.buffer.sample(self.params.minibatch_size)
             self._replayed = replay.index
-            x, y, tasks = torch.cat([x, replay.x]), torch.cat([y, replay.y]), torch.cat([tasks, replay.task])
+            replay_x = self.replayed_inputs(replay.x, self.params.buffer_augmentation)
+            x, y, tasks = torch.cat([x, replay_x]), torch.cat([y, replay.y]), torch.cat([tasks, replay.task])
         out = self.masked(self.model(x), tasks if self._replayed is not None else batch.task)
         if self.params.sampling != "loss_aware":
             return F.cross_entropy(out, y)
@@ -121,7 +129,7 @@ class ER(ReplayMethod):
             if self._replayed is not None:
                 self.buffer.update_scores(self._replayed, self._losses[n:])
             stream_loss = self._losses[:n]
-        self.buffer.add(batch.x, batch.y, batch.task, loss=stream_loss)
+        self.buffer.add(batch.x_stored, batch.y, batch.task, loss=stream_loss)
         self._decay_lr()
 
     # --- bias control ----------------------------------------------------------------------
