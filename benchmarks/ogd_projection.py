@@ -3,7 +3,10 @@
 1. the projection g ← g − Sᵀ(S g) per training step, against the basis size k (k = 200 per task
    for GTL/AVE, so 0…1,800 over a 10-task stream), next to a plain SGD step at batch 10;
 2. the per-example output gradients of end_task (torch.func vmap + grad) for 200 examples, per
-   variant, plus the Gram–Schmidt extension of a 1,000-vector basis by them.
+   variant, plus the Gram–Schmidt extension of a 1,000-vector basis by them;
+3. flat against factored storage (method_params.storage), through the method itself on a basis
+   grown task by task from random inputs (GTL, 200 examples a task): projection per step at
+   k = 200, 800, 1,800 and end_task (output gradients + Gram–Schmidt) at k = 0 and k = 1,600.
 
 Run: `python benchmarks/ogd_projection.py` (PYTHONPATH at the repository root).
 """
@@ -11,11 +14,13 @@ Run: `python benchmarks/ogd_projection.py` (PYTHONPATH at the repository root).
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from clrepro.config import ModelConfig
+from clrepro.methods import build_method
 from clrepro.methods.ogd import extend_orthonormal_basis, output_gradients, project_out
 from clrepro.models import build_model
 
@@ -74,7 +79,62 @@ def main() -> None:
     basis = random_basis(1000, n)
     seconds = best_of(lambda: extend_orthonormal_basis(basis, vectors, 1e-4), repeat=2, number=1)
     print(f"Gram–Schmidt of 200 new vectors against k = 1000: {seconds:.2f} s")
+    compare_storages()
 
+
+class _Stream:
+    """What OGD reads from a stream: its length and (no) output masks."""
+
+    def __init__(self, n_tasks: int) -> None:
+        self.n_tasks = n_tasks
+
+    def __len__(self) -> int:
+        return self.n_tasks
+
+    def output_mask(self, t: int) -> None:
+        return None
+
+
+def compare_storages(n_tasks: int = 9, timed_at: tuple[int, ...] = (200, 800, 1800)) -> None:
+    """Both storages side by side on identical bases (same model, same examples, same RNG)."""
+    methods = {}
+    for storage in ("flat", "factored"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(hidden=(100, 100)), 10)
+        methods[storage] = build_method("ogd", {"variant": "GTL", "storage": storage}, model, _Stream(n_tasks))
+    g = torch.Generator().manual_seed(1)
+    tasks = [(torch.rand(1000, 784, generator=g), torch.randint(0, 10, (1000,), generator=g)) for _ in range(n_tasks)]
+    end_task: dict[tuple[str, int], float] = {}
+    projection: dict[tuple[str, int], float] = {}
+    stored: dict[tuple[str, int], int] = {}
+    for storage, method in methods.items():
+        torch.manual_seed(2)  # end_task's example sampling
+        for t, (x, y) in enumerate(tasks):
+            k = method.rank
+            started = time.perf_counter()
+            method.end_task(SimpleNamespace(index=t), x, y)
+            end_task[storage, k] = time.perf_counter() - started
+            if method.rank in timed_at:
+                for p in method.model.parameters():
+                    p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
+                projection[storage, method.rank] = best_of(lambda method=method: method.transform_gradients(None))
+                stored[storage, method.rank] = method.memory_bytes
+    flat, factored = methods["flat"], methods["factored"]
+    assert flat.basis_sizes == factored.basis_sizes, (flat.basis_sizes, factored.basis_sizes)
+
+    print("\nflat vs factored storage (GTL, 200 random examples a task), through OGD.transform_gradients")
+    print(f"{'basis k':>8} {'flat (ms)':>10} {'factored (ms)':>14} {'speed-up':>9} {'flat MB':>8} {'factored MB':>12}")
+    for k in timed_at:
+        if ("flat", k) not in projection:
+            print(f"{k:>8} (not reached: basis sizes {flat.basis_sizes})")
+            continue
+        a, b = projection["flat", k], projection["factored", k]
+        print(f"{k:>8} {1e3 * a:>10.3f} {1e3 * b:>14.3f} {a / b:>8.1f}× "
+              f"{stored['flat', k] / 2**20:>8.1f} {stored['factored', k] / 2**20:>12.1f}")
+    print(f"{'end_task':>8} {'flat (s)':>10} {'factored (s)':>14} {'speed-up':>9}   (200 GTL examples, one timing)")
+    for k in (0, max(k for _, k in end_task)):
+        a, b = end_task["flat", k], end_task["factored", k]
+        print(f"{'k = ' + str(k):>8} {a:>10.2f} {b:>14.2f} {a / b:>8.1f}×")
 
 if __name__ == "__main__":
     main()

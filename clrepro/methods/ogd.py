@@ -15,6 +15,22 @@ f(x; θ − ηg) = f(x; θ) − η ∇f(x)·g + O(η²) and ∇f(x)·g = 0 once 
 The basis is one flat matrix S [k, P] (rows orthonormal, P = number of parameters): the memory
 cost is 4·k·P bytes, k ≤ n_examples·(logits per example)·tasks. In Task-IL only the task's
 own output units (its head) are used, as the loss does.
+
+Factored storage (storage="factored", not in the paper; same projection, up to rounding). For a
+model made only of nn.Linear layers (and elementwise activations), every stored gradient ∇θ f(x)
+is rank one per layer l: ∂f/∂W_l = δ_l a_lᵀ and ∂f/∂b_l = δ_l, with a_l the layer's input for x
+and δ_l = ∂f/∂z_l the gradient at its output. So the raw gradients G [k, P] are kept as factors
+Δ_l [k, out_l] and A_l [examples, in_l], and the basis as S = C G with coefficients C [k, k]:
+Gram–Schmidt runs on the Gram matrix K = G Gᵀ (float64, computed from the factors:
+K_ij = Σ_l (Δ_l Δ_lᵀ)_ij ((A_l A_lᵀ)_ij + 1[bias])), and the projection is
+g − Gᵀ Cᵀ C (G g), where G g and Gᵀ u are small per-layer matrix products. The loss gradient
+of a batch of B examples has the same structure (W_l.grad = E_lᵀ X_l, rank ≤ B), so G g is
+formed from the batch's own factors, (A_l X_lᵀ)(E_l) row-wise against Δ_l, in k·B·(in + out)
+operations instead of k·in·out; only Gᵀ u needs a full per-layer product. It stores
+k·Σ_l out_l + examples·Σ_l in_l numbers plus the k×k matrices C and K, instead of k·P, and a
+step is several times faster (benchmarks/ogd_projection.py). Note what that store holds: the
+first layer's factor a_1 IS the input image x, so the factored store contains the sampled
+examples themselves; OGD's "no data is stored" is a property of the flat storage only.
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from clrepro.config import ConfigError
@@ -29,6 +46,7 @@ from clrepro.methods import register
 from clrepro.methods.base import Batch, Method
 
 VARIANTS = ("GTL", "ALL", "AVE")
+STORAGES = ("flat", "factored")
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,7 @@ class OGDParams:
     n_examples: int = 200  # examples per task whose output gradients are stored
     tolerance: float = 1e-4  # drop a vector whose residual norm is below tolerance × its norm
     chunk: int = 50  # examples per vmap call (bounds the memory of per-example gradients)
+    storage: str = "flat"  # "flat": the paper's S [k, P]; "factored": per-layer factors (Linear-only models)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -47,6 +66,8 @@ class OGDParams:
             raise ConfigError(f"method_params.tolerance: must be in (0, 1), got {self.tolerance}")
         if self.chunk < 1:
             raise ConfigError(f"method_params.chunk: must be >= 1, got {self.chunk}")
+        if self.storage not in STORAGES:
+            raise ConfigError(f"method_params.storage: unknown {self.storage!r}; one of {STORAGES}")
 
 
 def output_gradients(model, x: torch.Tensor, y: torch.Tensor, variant: str,
@@ -122,6 +143,86 @@ def project_out(g: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return g - basis.T @ (basis @ g)
 
 
+def extend_orthonormal_coefficients(coef: torch.Tensor, gram: torch.Tensor, m: int, tolerance: float,
+                                    block: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """extend_orthonormal_basis on S = C G, done on coefficients: the raw vectors G [n, P] are seen
+    only through their Gram matrix K = G Gᵀ [n, n] (float64), whose last m rows are the new vectors.
+
+    coef: C [r, n − m], rows orthonormal under K (S Sᵀ = C K Cᵀ = I). Returns the new C [r', n]
+    and a bool mask over the m new vectors, True where one was accepted (a rejected one has an
+    all-zero column in C). Same rule and order as the flat path: two projections against the
+    stored basis, then block by block, then one by one inside the block; a residual c is kept
+    when sqrt(cᵀ K c) > tolerance · sqrt(K_ii). Each candidate c carries y = K c along, so an
+    inner product with a basis row is y·c_q and no step costs more than O(n) per basis row.
+    """
+    n = gram.shape[0]
+    old = n - m
+    coef = torch.cat([coef, coef.new_zeros(len(coef), m)], dim=1)
+    dual = coef @ gram  # W = C K: S_q · (G c) = W_q · c
+    residual = torch.zeros(m, n, dtype=gram.dtype, device=gram.device)
+    residual[:, old:] = torch.eye(m, dtype=gram.dtype, device=gram.device)
+    carried = gram[old:].clone()  # K c for each candidate c
+    norms = gram.diagonal()[old:].clamp(min=0).sqrt()
+    if len(coef):
+        for _ in range(2):
+            h = carried @ coef.T
+            residual -= h @ coef
+            carried -= h @ dual
+    out, out_dual = torch.empty_like(residual), torch.empty_like(residual)
+    keep = torch.zeros(m, dtype=torch.bool, device=gram.device)
+    count = 0
+    for start in range(0, m, block):
+        chunk, chunk_k = residual[start:start + block], carried[start:start + block]
+        for _ in range(2):  # against everything accepted from earlier chunks
+            h = chunk_k @ out[:count].T
+            chunk -= h @ out[:count]
+            chunk_k -= h @ out_dual[:count]
+        first = count
+        for j, (v, vk) in enumerate(zip(chunk, chunk_k, strict=True)):
+            for _ in range(2):  # against what this chunk has accepted so far
+                h = out[first:count] @ vk
+                v, vk = v - h @ out[first:count], vk - h @ out_dual[first:count]
+            r = (v @ vk).clamp(min=0).sqrt()
+            norm = norms[start + j]
+            if norm > 0 and r > tolerance * norm:
+                out[count], out_dual[count] = v / r, vk / r
+                keep[start + j] = True
+                count += 1
+    return torch.cat([coef, out[:count]]), keep
+
+
+@dataclass
+class LinearFactors:
+    """One nn.Linear's share of the stored raw gradients: row i is δ_i a_{ex(i)}ᵀ (weight), δ_i (bias)."""
+
+    module: nn.Linear
+    weight: bool  # the weight is trained (so its inputs are stored)
+    bias: bool  # there is a trained bias
+    delta: torch.Tensor  # Δ [k, out]: ∂f_i/∂z, one row per raw vector
+    inputs: torch.Tensor | None  # A [examples, in]: the layer's input, one row per stored example
+
+
+def _linear_layers(model: nn.Module, trainable: list[torch.Tensor]) -> list[LinearFactors]:
+    """The nn.Linear modules holding the trainable parameters; ConfigError if one is not in one."""
+    layers, owned = [], set()
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            weight = module.weight.requires_grad
+            bias = module.bias is not None and module.bias.requires_grad
+            if weight or bias:
+                if any(id(p) in owned for p in module.parameters()):  # tied: its gradient is a sum of terms
+                    raise ConfigError("method_params.storage: 'factored' needs each parameter in one nn.Linear")
+                layers.append(LinearFactors(module, weight, bias, module.weight.new_zeros(0, module.out_features),
+                                            module.weight.new_zeros(0, module.in_features) if weight else None))
+                owned |= {id(p) for p in module.parameters() if p.requires_grad}
+    names = {id(p): name for name, p in model.named_parameters()}
+    stray = [names.get(id(p), "?") for p in trainable if id(p) not in owned]
+    if stray:
+        raise ConfigError(f"method_params.storage: 'factored' needs a model whose trainable parameters are all "
+                          f"nn.Linear weights and biases; not so for {stray}")
+    return layers
+
+
 @register
 class OGD(Method):
     name = "ogd"
@@ -130,21 +231,84 @@ class OGD(Method):
     def __init__(self, model, stream, params) -> None:
         super().__init__(model, stream, params)
         self._params = [p for p in model.parameters() if p.requires_grad]
-        n = sum(p.numel() for p in self._params)
+        self.n_params = sum(p.numel() for p in self._params)
         first = self._params[0]
-        self.basis = torch.zeros(0, n, dtype=first.dtype, device=first.device)  # S, rows orthonormal
+        self._basis = torch.zeros(0, self.n_params, dtype=first.dtype, device=first.device)  # S (flat storage)
         self.basis_sizes: list[int] = []  # k after each task (the storage-cost figure)
+        self.stored_bytes: list[int] = []  # memory_bytes after each task
+        if params.storage == "factored":
+            self._layers = _linear_layers(model, self._params)
+            self._example_of = torch.zeros(0, dtype=torch.long, device=first.device)  # raw vector → stored example
+            self._one_per_example = True  # example_of is arange: skip the gathers
+            self._gram = torch.zeros(0, 0, dtype=torch.float64, device=first.device)  # K = G Gᵀ
+            self._coef = torch.zeros(0, 0, dtype=torch.float64, device=first.device)  # C: S = C G
+            self._coef_fast = self._coef.to(first.dtype)  # C in the parameters' dtype, for the projection
+            # The training batch's factors (layer input X, gradient at the output E), captured by
+            # hooks during `loss` and its backward pass, so G g never touches W.grad.
+            self._batch_inputs: dict[int, torch.Tensor] = {}
+            self._batch_grads: dict[int, torch.Tensor] = {}
+            self._capturing = False
+            for i, layer in enumerate(self._layers):
+                layer.module.register_forward_hook(self._batch_hook(i))
+
+    def _batch_hook(self, index: int):
+        def hook(module, args, out):
+            if not self._capturing or not out.requires_grad:
+                return
+            if index in self._batch_inputs or args[0].dim() != 2:  # not one rank-B term: use W.grad
+                self._batch_inputs[index] = None
+                return
+            self._batch_inputs[index] = args[0].detach()
+            out.register_hook(lambda g: self._batch_grads.__setitem__(index, g.detach()))
+        return hook
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        if self.params.storage != "factored" or self.rank == 0:
+            return super().loss(batch)
+        self._batch_inputs.clear()
+        self._batch_grads.clear()
+        self._capturing = True
+        try:
+            return super().loss(batch)
+        finally:
+            self._capturing = False
+
+    @property
+    def basis(self) -> torch.Tensor:
+        """S [r, P], rows orthonormal, in model.parameters() order. Flat storage: the stored tensor.
+        Factored storage: materialised from the factors on each access (r·k·P work, r·P memory)."""
+        if self.params.storage == "flat":
+            return self._basis
+        return self._materialise()
+
+    @property
+    def rank(self) -> int:
+        return len(self._basis) if self.params.storage == "flat" else len(self._coef)
+
+    @property
+    def flat_bytes(self) -> int:
+        """What the paper's flat S [r, P] takes, for either storage."""
+        return self.rank * self.n_params * self._params[0].element_size()
 
     @property
     def memory_bytes(self) -> int:
-        return self.basis.numel() * self.basis.element_size()
+        """What is actually stored: flat S; or factors, coefficients (float64 and a fast copy) and K."""
+        if self.params.storage == "flat":
+            return self._basis.numel() * self._basis.element_size()
+        tensors = [self._example_of, self._gram, self._coef, self._coef_fast]
+        for layer in self._layers:
+            tensors += [layer.delta] + ([] if layer.inputs is None else [layer.inputs])
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def transform_gradients(self, batch: Batch) -> None:
-        if len(self.basis) == 0:  # nothing stored yet: plain SGD, bit for bit
+        if self.rank == 0:  # nothing stored yet: plain SGD, bit for bit
+            return
+        if self.params.storage == "factored":
+            self._project_factored()
             return
         grads = [p.grad for p in self._params]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        projected = project_out(flat, self.basis)
+        projected = project_out(flat, self._basis)
         for g, v in zip(grads, projected.split([g.numel() for g in grads]), strict=True):
             g.copy_(v.view_as(g))
 
@@ -155,7 +319,161 @@ class OGD(Method):
         units = None if mask is None else mask.nonzero().flatten()
         was_training = self.model.training
         self.model.eval()  # deterministic outputs (dropout off) for the stored gradients
+        if self.params.storage == "factored":
+            deltas, inputs, example_of = self._output_factors(x[idx], y[idx], units)
+            self.model.train(was_training)
+            self._extend_factored(deltas, inputs, example_of)
+            self.basis_sizes.append(self.rank)
+            self.stored_bytes.append(self.memory_bytes)
+            return
         vectors = output_gradients(self.model, x[idx], y[idx], self.params.variant, units, self.params.chunk)
         self.model.train(was_training)
-        self.basis = extend_orthonormal_basis(self.basis, vectors.to(self.basis.dtype), self.params.tolerance)
-        self.basis_sizes.append(len(self.basis))
+        self._basis = extend_orthonormal_basis(self._basis, vectors.to(self._basis.dtype), self.params.tolerance)
+        self.basis_sizes.append(len(self._basis))
+        self.stored_bytes.append(self.memory_bytes)
+
+    # --- factored storage ----------------------------------------------------------------
+    def _output_factors(self, x: torch.Tensor, y: torch.Tensor, units: torch.Tensor | None
+                        ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """The output gradients of `output_gradients`, as factors: per layer Δ [m, out] (one row per
+        raw vector, same rows and order) and A [len(x), in], and the example of each row [m]."""
+        modules = [layer.module for layer in self._layers]
+        deltas: list[list[torch.Tensor]] = [[] for _ in modules]
+        inputs: list[list[torch.Tensor]] = [[] for _ in modules]
+        captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def capture(index):
+            def hook(module, args, out):
+                if index in captured or args[0].dim() != 2:  # then ∂f/∂W is not one rank-one term
+                    raise ConfigError("method_params.storage: 'factored' needs each nn.Linear applied once "
+                                      "per forward pass to a [batch, features] input")
+                captured[index] = (args[0].detach().clone(), out)
+                return out.clone()  # keeps `out` intact should a later layer work in place
+            return hook
+
+        rows_per_example = 1
+        for start in range(0, len(x), self.params.chunk):
+            xb, yb = x[start:start + self.params.chunk], y[start:start + self.params.chunk]
+            captured.clear()
+            handles = [m.register_forward_hook(capture(i)) for i, m in enumerate(modules)]
+            try:
+                with torch.enable_grad():
+                    out = self.model(xb)
+            finally:
+                for h in handles:
+                    h.remove()
+            outs = [captured[i][1] for i in range(len(modules))]
+            # Examples do not interact (no batch norm), so the gradient of a sum over the batch at
+            # z_l holds each example's own δ_l in its row.
+            if self.params.variant == "GTL":
+                functionals = [out.gather(1, yb[:, None]).sum()]
+            elif self.params.variant == "AVE":
+                functionals = [(out if units is None else out[:, units]).mean(1).sum()]
+            else:  # ALL: one backward per unit, never per example
+                chosen = torch.arange(out.shape[1], device=out.device) if units is None else units
+                functionals = [out[:, u].sum() for u in chosen]
+            rows_per_example = len(functionals)
+            per_unit = [torch.autograd.grad(f, outs, retain_graph=j + 1 < len(functionals))
+                        for j, f in enumerate(functionals)]
+            for i, layer in enumerate(self._layers):
+                d = torch.stack([g[i] for g in per_unit], dim=1)  # [chunk, units, out]: example-major rows
+                deltas[i].append(d.reshape(-1, d.shape[-1]))
+                if layer.weight:
+                    inputs[i].append(captured[i][0])
+            captured.clear()
+        example_of = torch.arange(len(x), device=x.device).repeat_interleave(rows_per_example)
+        return ([torch.cat(d) for d in deltas], [torch.cat(a) if a else None for a in inputs], example_of)
+
+    def _extend_factored(self, deltas: list[torch.Tensor], inputs: list[torch.Tensor | None],
+                         example_of: torch.Tensor) -> None:
+        """Gram rows of the new raw vectors (float64, from the factors), Gram–Schmidt on
+        coefficients, then keep the factors of the accepted vectors only."""
+        old, m = len(self._coef), len(example_of)
+        n_examples = max((len(la.inputs) for la in self._layers if la.inputs is not None), default=0)
+        all_examples = torch.cat([self._example_of, example_of + n_examples])
+        rows = torch.zeros(m, old + m, dtype=torch.float64, device=example_of.device)
+        for layer, d, a in zip(self._layers, deltas, inputs, strict=True):
+            d64 = d.double()
+            term = d64 @ torch.cat([layer.delta.double(), d64]).T
+            if layer.weight:
+                a64 = a.double()
+                products = (a64 @ torch.cat([layer.inputs.double(), a64]).T)[example_of][:, all_examples]
+                term *= products + 1 if layer.bias else products
+            rows += term
+        gram = rows.new_empty(old + m, old + m)
+        gram[:old, :old] = self._gram
+        gram[old:] = rows
+        gram[:old, old:] = rows[:, :old].T
+        gram[old:, old:] = (rows[:, old:] + rows[:, old:].T) / 2  # exactly symmetric
+        coef, keep = extend_orthonormal_coefficients(self._coef, gram, m, self.params.tolerance)
+        # A rejected vector has a zero column in C: drop it, and any example left without a row.
+        kept = torch.cat([torch.ones(old, dtype=torch.bool, device=keep.device), keep])
+        self._gram = gram[kept][:, kept]
+        self._coef = coef[:, kept]
+        self._coef_fast = self._coef.to(self._params[0].dtype)
+        used, local = torch.unique(example_of[keep], return_inverse=True)
+        self._example_of = torch.cat([self._example_of, local + n_examples])
+        self._one_per_example = torch.equal(self._example_of, torch.arange(len(self._example_of),
+                                                                           device=self._example_of.device))
+        for layer, d, a in zip(self._layers, deltas, inputs, strict=True):
+            layer.delta = torch.cat([layer.delta, d[keep]])
+            if layer.weight:
+                layer.inputs = torch.cat([layer.inputs, a[used]])
+
+    def _project_factored(self) -> None:
+        """g ← g − Gᵀ Cᵀ C (G g), with G g and Gᵀ u as per-layer products of the factors."""
+        gg = self._coef_fast.new_zeros(len(self._coef_fast))
+        for i, layer in enumerate(self._layers):
+            w = layer.module
+            if layer.weight:
+                x_batch, e_batch = self._batch_inputs.get(i), self._batch_grads.get(i)
+                if x_batch is not None and e_batch is not None:  # W.grad = Eᵀ X: A W.gradᵀ = (A Xᵀ) E
+                    at = (layer.inputs @ x_batch.T) @ e_batch
+                else:
+                    at = layer.inputs @ w.weight.grad.T  # [examples, out]: smaller than Δ W.grad [k, in]
+                gg += (layer.delta * (at if self._one_per_example else at[self._example_of])).sum(1)
+            if layer.bias:
+                gg.addmv_(layer.delta, w.bias.grad)
+        # two products with C, not one with CᵀC: C is well scaled, CᵀC = K⁻¹ is not (float32)
+        u = self._coef_fast.T @ (self._coef_fast @ gg)
+        for layer in self._layers:
+            w = layer.module
+            if layer.weight:
+                weighted = layer.delta * u[:, None]
+                if not self._one_per_example:  # ALL: sum the rows of one example, which share its a
+                    weighted = weighted.new_zeros(len(layer.inputs), weighted.shape[1]).index_add_(
+                        0, self._example_of, weighted)
+                w.weight.grad.addmm_(weighted.T, layer.inputs, alpha=-1)
+            if layer.bias:
+                w.bias.grad.addmv_(layer.delta.T, u, alpha=-1)
+
+    def stored_gradients(self, rows: slice = slice(None), dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Factored storage: the raw gradients G [k, P] (model.parameters() order), rebuilt densely
+        (the products δ aᵀ formed in `dtype`, by default the parameters')."""
+        if self.params.storage != "factored":
+            raise ValueError("stored_gradients: the flat storage keeps only the basis")
+        owner = {}
+        for layer in self._layers:
+            if layer.weight:
+                owner[id(layer.module.weight)] = (layer, True)
+            if layer.bias:
+                owner[id(layer.module.bias)] = (layer, False)
+        example_of = self._example_of[rows]
+        parts = []
+        for p in self._params:
+            layer, is_weight = owner[id(p)]
+            d = layer.delta[rows].to(dtype)
+            if is_weight:
+                d = (d[:, :, None] * layer.inputs[example_of].to(dtype)[:, None, :]).flatten(1)
+            parts.append(d)
+        return torch.cat(parts, dim=1)
+
+    def _materialise(self, chunk: int = 256) -> torch.Tensor:
+        """S = C G as a flat [r, P] tensor, accumulated in float64 over chunks of raw vectors."""
+        first = self._params[0]
+        basis = torch.zeros(len(self._coef), self.n_params, dtype=torch.float64, device=first.device)
+        for start in range(0, len(self._example_of), chunk):
+            rows = slice(start, start + chunk)
+            # float64 products: K was computed from the unrounded δ_i a_iᵀ, and C amplifies any mismatch
+            basis.addmm_(self._coef[:, rows], self.stored_gradients(rows, torch.float64))
+        return basis.to(first.dtype)

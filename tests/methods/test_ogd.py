@@ -1,11 +1,18 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from clrepro.benchmarks import Stream, Task
 from clrepro.config import ConfigError, ModelConfig
 from clrepro.methods import build_method
 from clrepro.methods.base import Batch
-from clrepro.methods.ogd import extend_orthonormal_basis, output_gradients, project_out
+from clrepro.methods.ogd import (
+    extend_orthonormal_basis,
+    extend_orthonormal_coefficients,
+    output_gradients,
+    project_out,
+)
 from clrepro.models import MLP
 
 
@@ -150,3 +157,224 @@ def test_params_validation():
         build_method("ogd", {"variant": "gtl"}, None, None)
     with pytest.raises(ConfigError, match="method_params.n_examples"):
         build_method("ogd", {"n_examples": 0}, None, None)
+    with pytest.raises(ConfigError, match="method_params.storage"):
+        build_method("ogd", {"storage": "dense"}, None, None)
+
+
+# --- factored storage --------------------------------------------------------------------------
+
+
+def small_stream(scenario="task", duplicates=False):
+    """2 tasks of 30 examples, 20 features, 4 outputs; `duplicates`: examples 5–9 repeat 0–4, so
+    Gram–Schmidt has vectors to drop."""
+    g = torch.Generator().manual_seed(0)
+    tasks = []
+    for t in range(2):
+        x = torch.randint(0, 256, (30, 20), generator=g, dtype=torch.uint8)
+        y = torch.randint(2 * t, 2 * t + 2, (30,), generator=g)
+        if duplicates:
+            x[5:10], y[5:10] = x[:5], y[:5]
+        tasks.append(Task(t, f"t{t}", (2 * t, 2 * t + 1), x, y, x[:4], y[:4]))
+    return Stream("synthetic", scenario, tuple(tasks), 4)
+
+
+def make_small(stream, storage, seed=0, bias=True, dropout=0.0, **params):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(hidden=(16, 16), bias=bias, dropout_hidden=dropout)
+    return build_method("ogd", {"storage": storage, **params}, MLP(cfg, stream.n_outputs, in_features=20), stream)
+
+
+def finish_tasks(method, stream, seed=7):
+    torch.manual_seed(seed)  # the examples end_task samples
+    for task in stream.tasks:
+        method.end_task(task, *task.train_tensors())
+
+
+def flat_grads(method):
+    return torch.cat([p.grad.reshape(-1) for p in method.model.parameters()])
+
+
+VARIANT_SCENARIOS = [(v, s) for v in ("GTL", "AVE", "ALL") for s in ("task", "class")]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("variant", "scenario"), VARIANT_SCENARIOS)
+def test_factored_basis_is_orthonormal(variant, scenario, bias):
+    stream = small_stream(scenario)
+    ogd = make_small(stream, "factored", bias=bias, variant=variant, n_examples=12)
+    finish_tasks(ogd, stream)
+    S = ogd.basis
+    assert S.shape == (ogd.basis_sizes[-1], sum(p.numel() for p in ogd.model.parameters()))
+    assert len(S) > ogd.basis_sizes[0] > 0  # both tasks contributed
+    assert torch.linalg.matrix_norm(S @ S.T - torch.eye(len(S))) < 1e-5
+
+
+@pytest.mark.parametrize(("variant", "scenario"), VARIANT_SCENARIOS)
+def test_factored_raw_gradients_are_the_output_gradients(variant, scenario):
+    stream = small_stream(scenario)
+    ogd = make_small(stream, "factored", variant=variant, n_examples=6)
+    finish_tasks(ogd, stream, seed=7)
+    torch.manual_seed(7)  # the same draws as end_task: the storages see the same examples
+    expected = []
+    for task in stream.tasks:
+        x, y = task.train_tensors()
+        idx = torch.randperm(len(x))[:6]
+        mask = ogd._masks[task.index]
+        units = None if mask is None else mask.nonzero().flatten()
+        expected.append(output_gradients(ogd.model, x[idx], y[idx], variant, units))
+    expected = torch.cat(expected)
+    assert len(expected) == ogd.basis_sizes[-1]  # nothing dropped, rows in the same order
+    torch.testing.assert_close(ogd.stored_gradients(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("variant", "scenario"), VARIANT_SCENARIOS)
+def test_factored_projection_equals_flat(variant, scenario):
+    stream = small_stream(scenario, duplicates=True)
+    methods = [make_small(stream, storage, variant=variant, n_examples=30) for storage in ("flat", "factored")]
+    for method in methods:
+        finish_tasks(method, stream)
+    flat, factored = methods
+    assert factored.basis_sizes == flat.basis_sizes
+    per_example = 1 if variant != "ALL" else 2 if scenario == "task" else 4
+    assert flat.basis_sizes[0] == 25 * per_example  # the 5 repeated examples were dropped
+    before = []
+    for method in methods:
+        set_random_grads(method)
+        before.append(flat_grads(method))
+        method.transform_gradients(None)
+    torch.testing.assert_close(before[0], before[1], rtol=0, atol=0)
+    expected, after = flat_grads(flat), flat_grads(factored)
+    assert (after - expected).norm() < 1e-4 * expected.norm()
+    assert (after - before[1]).norm() > 0.1 * before[1].norm()  # something was removed
+    raw = factored.stored_gradients()
+    assert len(raw) == factored.basis_sizes[-1]  # dropped vectors are not kept
+    assert (raw @ after).abs().max() < 1e-5 * raw.norm(dim=1).max() * before[1].norm()
+
+
+def test_factored_training_matches_flat():
+    """Real steps (dropout on, so the RNG draws must match too) over two tasks and a third pass."""
+    stream = small_stream("task")
+    methods = [make_small(stream, storage, dropout=0.2, n_examples=10) for storage in ("flat", "factored")]
+    for method in methods:
+        torch.manual_seed(3)
+        opt = torch.optim.SGD(method.model.parameters(), lr=0.1)
+        for task in (*stream.tasks, stream.tasks[0]):
+            x, y = task.train_tensors()
+            method.model.train()
+            for step in range(10):
+                idx = torch.arange(3 * step, 3 * step + 3)
+                batch = Batch(x[idx], y[idx], task.index)
+                opt.zero_grad()
+                method.loss(batch).backward()
+                method.transform_gradients(batch)
+                opt.step()
+            method.end_task(task, x, y)
+    flat, factored = methods
+    assert factored.basis_sizes == flat.basis_sizes == [10, 20, 30]
+    for a, b in zip(flat.model.parameters(), factored.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(flat.model.head.weight, make_small(stream, "flat").model.head.weight)  # it trained
+
+
+def test_coefficient_gram_schmidt_matches_the_flat_one():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 40, generator=g, dtype=torch.float64)
+    first = torch.cat([a[:3], a[:1] + 2 * a[1:2], torch.zeros(1, 40, dtype=torch.float64)])  # rank 3
+    second = torch.cat([a[2:3] - a[:1], a[3:], torch.randn(2, 40, generator=g, dtype=torch.float64)])
+    S = extend_orthonormal_basis(torch.zeros(0, 40, dtype=torch.float64), first, 1e-4)
+    S = extend_orthonormal_basis(S, second, 1e-4)
+    coef, keep = extend_orthonormal_coefficients(torch.zeros(0, 0, dtype=torch.float64), first @ first.T, 5, 1e-4)
+    assert keep.tolist() == [True, True, True, False, False]
+    raw = torch.cat([first[keep], second])
+    coef, keep = extend_orthonormal_coefficients(coef[:, :3], raw @ raw.T, 4, 1e-4)
+    assert keep.tolist() == [False, True, True, True]
+    assert coef[:, 3].abs().max() == 0  # a dropped vector takes no part in the basis
+    torch.testing.assert_close(coef @ raw, S, rtol=0, atol=1e-12)
+
+
+def test_factored_empty_basis_is_sgd_exactly():
+    stream = small_stream()
+    ogd = make_small(stream, "factored")
+    set_random_grads(ogd)
+    before = [p.grad.clone() for p in ogd.model.parameters()]
+    ogd.transform_gradients(None)
+    assert all(torch.equal(p.grad, b) for p, b in zip(ogd.model.parameters(), before, strict=True))
+    assert ogd.basis.shape == (0, ogd.n_params) and ogd.memory_bytes == 0 and ogd.flat_bytes == 0
+
+
+def test_factored_memory_is_what_is_stored():
+    stream = small_stream("class")
+    flat, factored = (make_small(stream, storage, n_examples=20) for storage in ("flat", "factored"))
+    for method in (flat, factored):
+        finish_tasks(method, stream)
+    k = factored.basis_sizes[-1]
+    assert flat.memory_bytes == flat.flat_bytes == factored.flat_bytes == k * flat.n_params * 4
+    # Δ per layer and A per layer (examples × inputs) in float32, C in float64 and float32, K in float64
+    factors = k * (16 + 16 + 4) * 4 + k * (20 + 16 + 16) * 4 + k * 8
+    assert factored.memory_bytes == factors + k * k * (8 + 4 + 8)
+
+
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(20, 4)
+        self.scale = nn.Parameter(torch.ones(4))
+
+    def forward(self, x):
+        return self.linear(x) * self.scale
+
+
+@pytest.mark.parametrize("model", [
+    lambda: Scaled(),
+    lambda: nn.Sequential(nn.Unflatten(1, (1, 20)), nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(36, 4)),
+])
+def test_factored_needs_a_linear_only_model(model):
+    stream = small_stream()
+    build_method("ogd", {}, model(), stream)  # the flat storage takes any model
+    with pytest.raises(ConfigError, match="nn.Linear"):
+        build_method("ogd", {"storage": "factored"}, model(), stream)
+
+
+def test_factored_skips_frozen_parameters():
+    stream = small_stream()
+    ogd = make_small(stream, "factored", variant="ALL", n_examples=5)
+    ogd.model.features[0].weight.requires_grad_(False)
+    ogd = build_method("ogd", {"storage": "factored", "variant": "ALL", "n_examples": 5}, ogd.model, stream)
+    finish_tasks(ogd, stream)
+    trained = [p.requires_grad for p in ogd.model.parameters() for _ in range(p.numel())]
+    torch.manual_seed(7)
+    x, y = stream.tasks[0].train_tensors()
+    rows = output_gradients(ogd.model, x[torch.randperm(30)[:5]], y, "ALL", torch.tensor([0, 1]))
+    torch.testing.assert_close(ogd.stored_gradients()[:10], rows[:, torch.tensor(trained)], rtol=1e-5, atol=1e-6)
+    for p in ogd.model.parameters():
+        p.grad = None if not p.requires_grad else torch.randn(p.shape)
+    before = torch.cat([p.grad.reshape(-1) for p in ogd.model.parameters() if p.requires_grad])
+    ogd.transform_gradients(None)
+    after = torch.cat([p.grad.reshape(-1) for p in ogd.model.parameters() if p.requires_grad])
+    raw = ogd.stored_gradients()
+    assert (raw @ after).abs().max() < 1e-5 * raw.norm(dim=1).max() * before.norm()
+
+
+@pytest.mark.parametrize(("variant", "scenario"), VARIANT_SCENARIOS)
+def test_factored_projection_from_the_batch_factors_equals_the_one_from_w_grad(variant, scenario):
+    """G g from the batch's own factors (A Xᵀ E) gives the projection G g from W.grad gives."""
+    stream = small_stream(scenario)
+    ogd = make_small(stream, "factored", variant=variant, n_examples=12)
+    finish_tasks(ogd, stream)
+    x, y = stream.tasks[1].train_tensors()
+    batch = Batch(x[:5], y[:5], 1)
+    projected = []
+    for use_batch_factors in (True, False):
+        ogd.model.zero_grad()
+        ogd.loss(batch).backward()
+        assert len(ogd._batch_grads) == len(ogd._layers)  # every layer's factors were captured
+        if not use_batch_factors:
+            ogd._batch_inputs.clear()
+        ogd.transform_gradients(batch)
+        projected.append(flat_grads(ogd))
+    torch.testing.assert_close(projected[0], projected[1], rtol=1e-5, atol=1e-6)
+    ogd.model.eval()
+    with torch.no_grad():
+        ogd._batch_inputs.clear()
+        ogd.logits(x, 1)
+    assert not ogd._batch_inputs  # evaluation captures nothing
