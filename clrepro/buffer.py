@@ -107,12 +107,11 @@ class Buffer:
                     chosen, items = torch.tensor(list(last)), torch.tensor(list(last.values()))
                 self._write(chosen, items, x, y, task, logits, scores)
         else:
-            for item in range(n):
+            labels = y.tolist()
+            for item in (slots >= 0).nonzero().flatten().tolist():  # the accepted items, in stream order
                 slot = int(slots[item])
-                if slot < 0:
-                    continue
                 if self.seen + item >= self.capacity:  # full: the policy picks the victim
-                    slot = self._victim(int(y[item]))
+                    slot = self._victim(labels[item])
                     slots[item] = slot
                 self._write(torch.tensor([slot]), torch.tensor([item]), x, y, task, logits, scores)
                 self.size = max(self.size, slot + 1)
