@@ -13,7 +13,7 @@ export PYTHONHASHSEED := 0
 test: lint unit notebooks  ## ruff, pytest, every notebook at the smoke profile under nbval
 
 reproduce: venv data  ## run every notebook at PROFILE (paper) and refresh results/, figures/, README
-	$(BIN)/python -m clrepro.pipeline reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(FORCE),--force)
+	$(BIN)/python -m clrepro.run.pipeline reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(FORCE),--force)
 
 venv: $(VENV)/.installed
 
@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 # The local dataset copy beside the checkout, when there is one; otherwise the first use
 # downloads (checksummed) through torchvision.
 data: venv
-	@if [ -d "$(SHARED_DATA)" ]; then $(BIN)/python -m clrepro.data prepare $(SHARED_DATA); \
+	@if [ -d "$(SHARED_DATA)" ]; then $(BIN)/python -m clrepro.data.datasets prepare $(SHARED_DATA); \
 	else echo "no $(SHARED_DATA): datasets will be downloaded on first use"; fi
 
 lint: venv
@@ -37,7 +37,7 @@ unit: venv data
 	$(BIN)/python -m pytest -q
 
 notebooks: venv data
-	$(BIN)/python -m clrepro.pipeline prepare-tests --out $(NOTEBOOK_TESTS)
+	$(BIN)/python -m clrepro.run.pipeline prepare-tests --out $(NOTEBOOK_TESTS)
 	CLREPRO_QUIET=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider \
 		-o addopts="" $(NOTEBOOK_TESTS)/*.ipynb
 

@@ -11,8 +11,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from clrepro.benchmarks import build_stream
-from clrepro.config import BenchmarkConfig, Experiment, ModelConfig, TrainConfig
+from clrepro.config import BenchmarkConfig, ModelConfig, TrainConfig
+from clrepro.data.streams import build_stream
+from clrepro.experiment import Experiment
 from clrepro.models import build_model
 from clrepro.train import run
 

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from clrepro.benchmarks import build_stream
-from clrepro.buffer import Buffer
 from clrepro.config import BenchmarkConfig, ModelConfig, TrainConfig
+from clrepro.data.streams import build_stream
 from clrepro.methods import Batch, build_method
+from clrepro.methods.buffer import Buffer
 from clrepro.models import build_model
 
 clock = time.perf_counter

@@ -1,7 +1,8 @@
 """clrepro: reproducible replications of classic remedies for catastrophic forgetting."""
 
-from clrepro.config import BenchmarkConfig, Experiment, ModelConfig, TrainConfig
-from clrepro.profiles import Profile, get_profile
+from clrepro.config import BenchmarkConfig, ModelConfig, TrainConfig
+from clrepro.experiment import Experiment
+from clrepro.run.profiles import Profile, get_profile
 
 __all__ = [
     "BenchmarkConfig",

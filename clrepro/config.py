@@ -1,16 +1,15 @@
 """Experiment configuration: plain dataclasses, validated on construction.
 
-One mechanism for every notebook: an ``Experiment`` names a benchmark, a model, the training
-schedule and a method with its hyper-parameters. Each method validates its own
-hyper-parameters (see clrepro.methods); everything else is checked here, before anything
-trains, and every error names the offending parameter.
+The parts of an experiment (clrepro.experiment.Experiment): the benchmark, the model and the
+training schedule. Everything here is checked on construction, before anything trains, and
+every error names the offending parameter. This module imports nothing of the package, so
+every other module (the methods included) may depend on it.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 BENCHMARKS = ("permuted_mnist", "rotated_mnist", "split_mnist", "split_fashion_mnist", "seq_cifar10")
 SPLIT_BENCHMARKS = ("split_mnist", "split_fashion_mnist", "seq_cifar10")  # 5 tasks of 2 classes
@@ -71,7 +70,7 @@ class BenchmarkConfig:
 class ModelConfig:
     """The network; its output width follows from the benchmark and scenario.
 
-    kind: 'mlp' (the fields below) or 'resnet18' (the CIFAR ResNet-18 of clrepro.resnet, for
+    kind: 'mlp' (the fields below) or 'resnet18' (the CIFAR ResNet-18 of clrepro.models.resnet, for
     seq_cifar10; the MLP fields do not apply to it).
     """
 
@@ -122,66 +121,3 @@ class TrainConfig:
         _require(self.optimizer in OPTIMIZERS, "train.optimizer", f"unknown {self.optimizer!r}; one of {OPTIMIZERS}")
         _require(self.momentum >= 0, "train.momentum", f"must be >= 0, got {self.momentum}")
         _require(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One cell of a results table: a method on a benchmark, run over several seeds.
-
-    name: globally unique, '<notebook>/<experiment>' (e.g. 'ewc/fig3a'); results and paper
-    numbers are matched on it.
-    """
-
-    name: str
-    benchmark: BenchmarkConfig
-    method: str
-    method_params: dict[str, Any] = field(default_factory=dict)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self) -> None:
-        _require("/" in self.name, "experiment.name", f"use '<notebook>/<experiment>', got {self.name!r}")
-        from clrepro.methods import method_class, validate_params
-
-        cls = method_class(self.method)
-        _require(
-            self.benchmark.scenario in cls.scenarios,
-            "experiment.method",
-            f"{self.method} does not support the {self.benchmark.scenario!r} scenario "
-            f"(supports {sorted(cls.scenarios)})",
-        )
-        validate_params(self.method, self.method_params)
-        images = self.benchmark.name == "seq_cifar10"  # 3×32×32 inputs need the convolutional net
-        _require(images == (self.model.kind == "resnet18"), "model.kind",
-                 f"{self.benchmark.name} needs {'resnet18' if images else 'mlp'}, got {self.model.kind!r}")
-
-    def with_(self, **changes: Any) -> Experiment:
-        """A copy with some fields replaced; nested configs may be given as dicts of changes."""
-        for key in ("benchmark", "model", "train"):
-            if isinstance(changes.get(key), dict):
-                changes[key] = replace(getattr(self, key), **changes[key])
-        if "method_params" in changes and "method" not in changes:
-            changes["method_params"] = {**self.method_params, **changes["method_params"]}
-        return replace(self, **changes)
-
-    def to_json(self) -> str:
-        """Stable description (fields left at their defaults are omitted, so adding a field
-        with a default later does not change the description of existing experiments)."""
-        return json.dumps(_non_default(self), sort_keys=True, default=str)
-
-    def params_label(self) -> str:
-        """Compact, stable description of the method's hyper-parameters."""
-        return json.dumps(self.method_params, sort_keys=True, default=str)
-
-
-def _non_default(value: Any) -> Any:
-    if not is_dataclass(value):
-        return value
-    out = {}
-    for f in fields(value):
-        v = getattr(value, f.name)
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else MISSING)
-        if default is MISSING or v != default:
-            out[f.name] = _non_default(v)
-    return out

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from clrepro.benchmarks import Stream, augment, build_stream, to_float
-from clrepro.config import Experiment, TrainConfig
+from clrepro.config import TrainConfig
+from clrepro.data.streams import Stream, augment, build_stream, to_float
+from clrepro.experiment import Experiment
 from clrepro.methods import Batch, Method, build_method
 from clrepro.models import build_model
 
@@ -89,11 +90,19 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, disable=quiet, leave=False, mininterval=1.0)
 
 
+TaskHook = Callable[[int, Method], None]
+
+
 def run(
     experiment: Experiment, seed: int, device: str = "cpu", progress: bool = False,
-    data_dir: str | None = None,
+    data_dir: str | None = None, after_task: TaskHook | None = None,
 ) -> RunResult:
-    """Train one method on one stream with one seed; deterministic on CPU."""
+    """Train one method on one stream with one seed; deterministic on CPU.
+
+    after_task(t, method): called after each task's end_task hook (and before its evaluation),
+    so analyses can read the trained method (its basis, buffer, predictions) without touching
+    the loop. It must not change the model.
+    """
     started = time.perf_counter()
     seed_everything(seed)
     stream = build_stream(experiment.benchmark, seed, data_dir)
@@ -155,6 +164,8 @@ def run(
             diverged_at = t
             break
         method.end_task(task, x, y)
+        if after_task is not None:
+            after_task(t, method)
         if cfg.eval_every and cfg.epochs is not None:
             _record_curve(curves, method, stream, device, t, cfg, cfg.epochs)
         accuracy[t] = evaluate(method, stream, device)

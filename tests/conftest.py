@@ -15,7 +15,7 @@ def _no_run_cache(monkeypatch):
 @pytest.fixture
 def tiny_stream():
     """A 2-task synthetic Split-style stream on 784-dim inputs (unit tests only)."""
-    from clrepro.benchmarks import Stream, Task
+    from clrepro.data.streams import Stream, Task
 
     g = torch.Generator().manual_seed(0)
     tasks = []

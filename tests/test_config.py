@@ -2,9 +2,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from clrepro.config import BenchmarkConfig, ConfigError, Experiment, ModelConfig, TrainConfig
+from clrepro.config import BenchmarkConfig, ConfigError, ModelConfig, TrainConfig
+from clrepro.experiment import Experiment
 from clrepro.methods import _REGISTRY, Method
-from clrepro.profiles import get_profile, resolve_device
+from clrepro.run.profiles import get_profile, resolve_device
 
 PMNIST = BenchmarkConfig("permuted_mnist", "domain", n_tasks=3)
 

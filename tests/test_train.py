@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from clrepro.config import BenchmarkConfig, Experiment, ModelConfig, TrainConfig
-from clrepro.data import find_dataset_root
+from clrepro.config import BenchmarkConfig, ModelConfig, TrainConfig
+from clrepro.data.datasets import find_dataset_root
+from clrepro.experiment import Experiment
 from clrepro.train import minibatches, run
 
 needs_mnist = pytest.mark.skipif(find_dataset_root("mnist") is None, reason="run `make data` first")
@@ -57,7 +58,7 @@ def test_minibatches_respect_epochs_and_iterations():
 
 @needs_mnist
 def test_divergence_is_recorded_not_raised():
-    from clrepro.results import run_rows
+    from clrepro.report.results import run_rows
 
     exp = small("ewc", {"lam": 1e9, "fisher": "sampled"}).with_(train={"lr": 1.0})  # λ·lr far past stability
     result = run(exp, seed=0)

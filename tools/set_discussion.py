@@ -1,7 +1,7 @@
 """Replace a notebook's "## Discussion" markdown cell with the text of a file, in place.
 
 Markdown is never executed, so a rendered notebook keeps its outputs; `make reproduce` sees
-only prose changed and re-runs nothing (clrepro.pipeline.update_prose)."""
+only prose changed and re-runs nothing (clrepro.run.pipeline.update_prose)."""
 
 import sys
 from pathlib import Path

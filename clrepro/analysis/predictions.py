@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from clrepro import train
-from clrepro.benchmarks import to_float
-from clrepro.config import Experiment
+from clrepro.data.streams import to_float
+from clrepro.experiment import Experiment
 
 
 @torch.no_grad()
@@ -41,23 +41,7 @@ def predict(method, after_task: int) -> pd.DataFrame:
 def run_with_predictions(experiment: Experiment, seed: int, device: str = "cpu"):
     """(RunResult, predictions after every task) for one run of the package's loop."""
     records: list[pd.DataFrame] = []
-    original_build = train.build_method
-
-    def build_and_watch(*args, **kwargs):
-        method = original_build(*args, **kwargs)
-        end_task = method.end_task
-
-        def end_task_then_predict(task, x, y):
-            end_task(task, x, y)
-            records.append(predict(method, task.index))
-
-        method.end_task = end_task_then_predict
-        return method
-
-    train.build_method = build_and_watch
-    try:
-        result = train.run(experiment, seed, device=device)
-    finally:
-        train.build_method = original_build
+    result = train.run(experiment, seed, device=device,
+                       after_task=lambda t, method: records.append(predict(method, t)))
     frame = pd.concat(records, ignore_index=True).assign(seed=seed, scenario=experiment.benchmark.scenario)
     return result, frame

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clrepro.benchmarks import Stream, Task
 from clrepro.config import SCENARIOS, TrainConfig
+from clrepro.data.streams import Stream, Task
 
 
 @dataclass

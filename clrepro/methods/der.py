@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from clrepro.benchmarks import Task
 from clrepro.config import ConfigError
+from clrepro.data.streams import Task
 from clrepro.methods import register
 from clrepro.methods.base import Batch
 from clrepro.methods.er import ReplayMethod

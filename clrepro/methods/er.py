@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from clrepro.benchmarks import augment
-from clrepro.buffer import POLICIES, Buffer
 from clrepro.config import ConfigError, TrainConfig
+from clrepro.data.streams import augment
 from clrepro.methods import register
 from clrepro.methods.base import Batch, Method
+from clrepro.methods.buffer import POLICIES, Buffer
 
 
 @dataclass(frozen=True)

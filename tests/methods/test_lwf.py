@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clrepro.config import ConfigError, Experiment, ModelConfig
+from clrepro.config import ConfigError, ModelConfig
+from clrepro.experiment import Experiment
 from clrepro.methods import build_method
 from clrepro.methods.base import Batch
 from clrepro.methods.lwf import distillation

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clrepro.benchmarks import Stream, Task
 from clrepro.config import ConfigError, ModelConfig
+from clrepro.data.streams import Stream, Task
 from clrepro.methods import build_method
 from clrepro.methods.base import Batch
 from clrepro.methods.ogd import (

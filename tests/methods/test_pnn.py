@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from clrepro.benchmarks import Stream, Task
-from clrepro.config import BenchmarkConfig, ConfigError, Experiment, ModelConfig, TrainConfig
+from clrepro.config import BenchmarkConfig, ConfigError, ModelConfig, TrainConfig
+from clrepro.data.streams import Stream, Task
+from clrepro.experiment import Experiment
 from clrepro.methods import build_method
 from clrepro.methods.base import Batch
 from clrepro.methods.pnn import ProgressiveNet, parameter_counts, target_curve_auc, transfer_scores

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from clrepro.benchmarks import Stream, Task
 from clrepro.config import ConfigError, ModelConfig, TrainConfig
+from clrepro.data.streams import Stream, Task
 from clrepro.methods import build_method
 from clrepro.methods.base import Batch
 from clrepro.models import build_model
