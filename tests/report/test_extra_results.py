@@ -5,22 +5,25 @@ from clrepro.report import results
 from clrepro.report.extra_results import store_rows
 
 
-def rows(experiment: str, accuracy: float, **extra) -> pd.DataFrame:
-    base = dict(experiment=experiment, method="m", benchmark="b", scenario="task", params="{}", seed=0, kind="R",
+def rows(experiment: str, accuracy: float, seed: int = 0, **extra) -> pd.DataFrame:
+    base = dict(experiment=experiment, method="m", benchmark="b", scenario="task", params="{}", seed=seed, kind="R",
                 after_task=0, eval_task=0, epoch=float("nan"), accuracy=accuracy, seconds=1.0)
     return pd.DataFrame([{**base, **extra}])
 
 
-def test_store_rows_replaces_experiments_and_keeps_extra_columns(tmp_path):
+def test_store_rows_replaces_runs_and_keeps_extra_columns(tmp_path):
     path = tmp_path / "nb.csv"
     store_rows(rows("nb/a", 50.0, kl=0.1), path)
     store_rows(rows("nb/b", 60.0, other=2.0), path)
     store_rows(rows("nb/a", 70.0, kl=0.3), path)
+    store_rows(rows("nb/a", 80.0, seed=1, kl=0.4), path)  # another run of nb/a: kept beside seed 0
     frame = results.read_results(path)
     assert list(frame.columns[:len(results.COLUMNS)]) == results.COLUMNS
-    assert frame.set_index("experiment").loc["nb/a", "accuracy"] == 70.0
-    assert frame.set_index("experiment").loc["nb/a", "kl"] == pytest.approx(0.3)
-    assert frame.set_index("experiment").loc["nb/b", "other"] == 2.0
+    by_run = frame.set_index(["experiment", "seed"])
+    assert by_run.loc[("nb/a", 0), "accuracy"] == 70.0
+    assert by_run.loc[("nb/a", 0), "kl"] == pytest.approx(0.3)
+    assert by_run.loc[("nb/a", 1), "accuracy"] == 80.0
+    assert by_run.loc[("nb/b", 0), "other"] == 2.0
     assert set(results.load_all(tmp_path)["notebook"]) == {"nb"}
 
 
