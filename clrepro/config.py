@@ -17,6 +17,7 @@ MODELS = ("mlp", "resnet18")
 SCENARIOS = ("task", "domain", "class")
 OPTIMIZERS = ("sgd", "adam")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
+INTERPOLATIONS = ("bilinear", "nearest")  # rotated_mnist's resampling
 
 Scenario = Literal["task", "domain", "class"]
 
@@ -47,6 +48,7 @@ class BenchmarkConfig:
     n_tasks: int = 5
     first_task_permuted: bool = True  # permuted_mnist: is task 1 permuted as well?
     angles: tuple[float, ...] | None = None  # rotated_mnist: None draws uniformly in [0, 180)
+    interpolation: str = "bilinear"  # rotated_mnist: how rotated pixels are resampled (the DER code: nearest)
     validation: bool = False
     train_per_task: int | None = None
     test_per_task: int | None = None
@@ -61,6 +63,10 @@ class BenchmarkConfig:
             _require(self.name == "rotated_mnist", "benchmark.angles", "only rotated_mnist takes angles")
             _require(len(self.angles) == self.n_tasks, "benchmark.angles",
                      f"needs {self.n_tasks} angles, got {len(self.angles)}")
+        _require(self.interpolation in INTERPOLATIONS, "benchmark.interpolation",
+                 f"unknown {self.interpolation!r}; one of {INTERPOLATIONS}")
+        if self.interpolation != "bilinear":
+            _require(self.name == "rotated_mnist", "benchmark.interpolation", "only rotated_mnist rotates its images")
         for attr in ("train_per_task", "test_per_task"):
             value = getattr(self, attr)
             _require(value is None or value > 0, f"benchmark.{attr}", f"must be positive or None, got {value}")

@@ -101,15 +101,16 @@ def draw_angles(n_tasks: int, seed: int) -> tuple[float, ...]:
     return tuple(float(a) for a in torch.rand(n_tasks, generator=g) * 180.0)
 
 
-def rotate(images: torch.Tensor, angle: float) -> torch.Tensor:
-    """Rotate uint8 images [N, 28, 28] by angle degrees (bilinear, zero fill)."""
+def rotate(images: torch.Tensor, angle: float, interpolation: str = "bilinear") -> torch.Tensor:
+    """Rotate uint8 images [N, 28, 28] by angle degrees about the centre, zero fill; pixels
+    resampled bilinearly or from the nearest source pixel. The DER authors rotate PIL images with
+    torchvision's default, nearest (aimagelab/mammoth datasets/transforms/rotation.py at 7ab9db9)."""
     from clrepro.data._torchvision import import_torchvision
 
     import_torchvision()
     from torchvision.transforms.v2 import functional
-    rotated = functional.rotate(
-        images.unsqueeze(1), angle, interpolation=functional.InterpolationMode.BILINEAR
-    )
+    mode = {"bilinear": functional.InterpolationMode.BILINEAR, "nearest": functional.InterpolationMode.NEAREST}
+    rotated = functional.rotate(images.unsqueeze(1), angle, interpolation=mode[interpolation])
     return rotated.squeeze(1)
 
 
@@ -159,7 +160,7 @@ def _build_domain_stream(cfg: BenchmarkConfig, seed: int, data_dir: str | None) 
         names = [f"perm-{t + 1}" for t in range(cfg.n_tasks)]
     else:
         angles = cfg.angles if cfg.angles is not None else draw_angles(cfg.n_tasks, seed)
-        maps = [lambda x, a=a: rotate(x, a).reshape(len(x), 784) for a in angles]
+        maps = [lambda x, a=a: rotate(x, a, cfg.interpolation).reshape(len(x), 784) for a in angles]
         names = [f"rot-{a:.0f}" for a in angles]
     tasks = []
     for t, (transform, name) in enumerate(zip(maps, names, strict=True)):

@@ -70,3 +70,38 @@ def test_class_il_permuted_offsets_labels():
     stream = build_stream(BenchmarkConfig("permuted_mnist", "class", n_tasks=2, train_per_task=30,
                                           test_per_task=30), seed=0)
     assert stream.n_outputs == 20 and stream.tasks[1].y_train.min() >= 10
+
+
+def test_rotation_interpolation_nearest_copies_source_pixels_and_bilinear_blends():
+    from clrepro.data.streams import rotate
+
+    images = torch.randint(1, 256, (3, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    nearest = rotate(images, 33.0, "nearest")
+    for src, out in zip(images, nearest, strict=True):  # every pixel is a source pixel or the zero fill
+        assert set(out.unique().tolist()) <= set(src.unique().tolist()) | {0}
+    bilinear = rotate(images, 33.0)  # the default, as before the parameter existed
+    assert torch.equal(bilinear, rotate(images, 33.0, "bilinear")) and not torch.equal(bilinear, nearest)
+    # a quarter turn about the centre of an even-sized image moves pixels exactly onto pixels
+    torch.testing.assert_close(rotate(images, 90.0, "nearest"), rotate(images, 90.0, "bilinear"), atol=1, rtol=0)
+
+
+def test_interpolation_is_a_rotated_mnist_parameter_that_keeps_old_descriptions():
+    from clrepro.config import ConfigError
+    from clrepro.experiment import Experiment
+
+    bench = BenchmarkConfig("rotated_mnist", "domain", n_tasks=2)
+    exp = Experiment("x/y", bench, "finetune")
+    assert "interpolation" not in exp.to_json()  # the default leaves existing cache keys unchanged
+    assert '"interpolation": "nearest"' in exp.with_(benchmark={"interpolation": "nearest"}).to_json()
+    with pytest.raises(ConfigError, match="benchmark.interpolation"):
+        BenchmarkConfig("rotated_mnist", "domain", interpolation="bicubic")
+    with pytest.raises(ConfigError, match="benchmark.interpolation"):
+        BenchmarkConfig("permuted_mnist", "domain", interpolation="nearest")
+
+
+@needs_mnist
+def test_rotated_stream_uses_the_interpolation():
+    cfg = BenchmarkConfig("rotated_mnist", "domain", n_tasks=1, angles=(33.0,), train_per_task=20, test_per_task=10)
+    bilinear = build_stream(cfg, seed=0).tasks[0]
+    nearest = build_stream(BenchmarkConfig(**{**cfg.__dict__, "interpolation": "nearest"}), seed=0).tasks[0]
+    assert torch.equal(bilinear.y_train, nearest.y_train) and not torch.equal(bilinear.x_train, nearest.x_train)

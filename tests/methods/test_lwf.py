@@ -152,3 +152,69 @@ def test_invalid_params_name_the_parameter(bad):
     name = next(iter(bad))
     with pytest.raises(ConfigError, match=f"method_params.{name}"):
         Experiment("lwf/x", BenchmarkConfig("split_mnist", "class"), "lwf", bad)
+
+
+# --- van de Ven & Tolias's Class-IL LwF (zero-padded teacher, mean over batch × classes) -------
+def class_stream(n_tasks=3):
+    """A synthetic Class-IL stream of 3 two-class tasks on 6 units, so 'seen' ≠ 'all' at task 2."""
+    from clrepro.data.streams import Stream, Task
+
+    g = torch.Generator().manual_seed(1)
+    tasks = []
+    for t in range(n_tasks):
+        x = torch.randint(0, 256, (40, 784), generator=g, dtype=torch.uint8)
+        y = torch.randint(2 * t, 2 * t + 2, (40,), generator=g)
+        tasks.append(Task(t, f"t{t}", (2 * t, 2 * t + 1), x[:30], y[:30], x[30:], y[30:]))
+    return Stream("synthetic", "class", tuple(tasks), 2 * n_tasks)
+
+
+def van_de_ven_kd(scores, target_scores, T=2.0):
+    """Their loss_fn_kd as at 86802a8 / 9c0ca78, written out: softmax targets padded with zeros,
+    −Σ p log q averaged over batch and classes, times T²."""
+    log_q = F.log_softmax(scores / T, dim=1)
+    p = F.softmax(target_scores / T, dim=1)
+    p = torch.cat([p, torch.zeros(len(p), scores.shape[1] - p.shape[1], dtype=p.dtype)], dim=1)
+    return -(p * log_q).mean() * T**2
+
+
+def test_van_de_ven_class_il_loss_matches_their_formula():
+    from clrepro.methods.lwf import VAN_DE_VEN_CLASS_IL
+
+    stream = class_stream()
+    lwf = make_lwf(stream, **VAN_DE_VEN_CLASS_IL)
+    train_task(lwf, stream.tasks[0])
+    train_task(lwf, stream.tasks[1])
+    x, y = train_task(lwf, stream.tasks[2])  # t = 3 (counted from 1): old units 0-3, seen 0-5
+    out, old = lwf.model(x), lwf.teacher(x)
+    kd = van_de_ven_kd(out[:, :6], old[:, :4])
+    expected = F.cross_entropy(out[:, :6], y) / 3 + (1 - 1 / 3) * kd
+    torch.testing.assert_close(lwf.loss(Batch(x, y, 2)), expected)
+    assert [g.tolist() for g in lwf.old_unit_groups(2)] == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_padded_teacher_pushes_new_inputs_away_from_the_new_units():
+    student = logits(7, k=4).requires_grad_(True)
+    teacher = logits(8, k=2)
+    distillation(student, teacher, 2.0, "ce", reduction="batch_classes").backward()
+    assert (student.grad[:, 2:] > 0).all()  # gradient descent lowers the new units' logits
+    # KL and cross-entropy forms differ by the teacher's entropy only: same gradient with padding too
+    kl = logits(7, k=4).requires_grad_(True)
+    distillation(kl, teacher, 2.0, "kl", reduction="batch_classes").backward()
+    torch.testing.assert_close(kl.grad, student.grad)
+    other = logits(9, k=4).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s: distillation(s, teacher, 2.0, "kl"), (other,))
+
+
+def test_reduction_over_batch_and_classes_divides_by_the_units():
+    student, teacher = logits(10, k=5), logits(11, k=5)
+    assert distillation(student, teacher, reduction="batch_classes").item() == pytest.approx(
+        distillation(student, teacher).item() / 5)
+
+
+def test_pad_teacher_needs_seen_or_all_units():
+    from clrepro.config import BenchmarkConfig
+
+    with pytest.raises(ConfigError, match="method_params.pad_teacher"):
+        Experiment("lwf/x", BenchmarkConfig("split_mnist", "class"), "lwf", {"pad_teacher": True})
+    with pytest.raises(ConfigError, match="method_params.reduction"):
+        Experiment("lwf/x", BenchmarkConfig("split_mnist", "class"), "lwf", {"reduction": "sum"})
