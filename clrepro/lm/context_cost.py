@@ -9,14 +9,13 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
-from multiprocessing import get_context
 
 import torch
 from torch import nn
 
 from clrepro.lm import tinylm as lm
+from clrepro.lm.sweep import pool
 
 
 def forward_flops(cfg: lm.LMConfig, length: int) -> dict[str, int]:
@@ -99,8 +98,8 @@ def peak_memory_child(cfg_json: str, length: int, batch: int, repeats: int = 3) 
 
 def peak_memory(cfg: lm.LMConfig, length: int, batch: int) -> int:
     """Peak resident-set growth (bytes) of a forward pass over `length` tokens, Linux only."""
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(peak_memory_child, json.dumps(asdict(cfg)), length, batch).result()
+    with pool(1) as workers:  # a fresh process, so the baseline is this forward pass alone
+        return workers.submit(peak_memory_child, json.dumps(asdict(cfg)), length, batch).result()
 
 
 def blocks_within_budget(cfg: lm.LMConfig, block_tokens: int, query_tokens: int, budget_flops: float) -> int:

@@ -42,6 +42,7 @@ from torch import nn
 
 from clrepro.lm import tinylm as lm
 from clrepro.lm.sdft import LMFinetune, NewTask, finetune
+from clrepro.lm.sweep import over_seeds
 from clrepro.run.runner import cache_dir
 
 TAGS = tuple(lm.SKILL_TOKENS + lm.PLACEHOLDERS)  # eight tag tokens, meaningless outside a window
@@ -365,15 +366,9 @@ def run_seed(exp: ContextExperiment, seed: int) -> dict[str, pd.DataFrame]:
 
 
 def sweep(exp: ContextExperiment, seeds: Sequence[int], jobs: int | None = None) -> dict[str, pd.DataFrame]:
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    jobs = jobs or int(os.environ.get("CLREPRO_JOBS", os.cpu_count() or 1))
-    if jobs <= 1 or len(seeds) == 1:
-        parts = [run_seed(exp, s) for s in seeds]
-    else:
-        with ProcessPoolExecutor(min(jobs, len(seeds)), mp_context=get_context("spawn")) as pool:
-            parts = list(pool.map(run_seed, [exp] * len(seeds), seeds))
+    """Every seed's tables (clrepro.lm.sweep.over_seeds: one worker process per seed, up to jobs),
+    concatenated table by table."""
+    parts = over_seeds(run_seed, seeds, exp, jobs=jobs)
     return {name: pd.concat([p[name] for p in parts], ignore_index=True) for name in parts[0]}
 
 

@@ -30,9 +30,7 @@ import hashlib
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +40,8 @@ from torch import nn
 
 from clrepro.data.datasets import load_dataset
 from clrepro.lm.distill import DIRECTIONS, distillation_loss, ema_update, forward_kl, reverse_kl
+from clrepro.lm.sweep import over_seeds
+from clrepro.run.runner import cache_dir
 
 PARITY_FLAG, FASHION_FLAG = 1.0, -1.0
 METHODS = ("sft1", "sft2", "oracle_sft", "grpo", "grpo_kl", "sdft")
@@ -329,12 +329,12 @@ SOURCES = [Path(__file__), Path(__file__).with_name("distill.py")]
 
 
 def _cache_file(cfg: ToyConfig, runs: list[Finetune], seed: int) -> Path | None:
-    setting = os.environ.get("CLREPRO_CACHE", str(Path(__file__).resolve().parents[1] / "build" / "cache"))
-    if setting.lower() in ("off", "0", ""):
+    folder = cache_dir()  # build/cache/ of the repository, like every other run's (CLREPRO_CACHE)
+    if folder is None:
         return None
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in SOURCES))
     digest.update(json.dumps([asdict(cfg), [asdict(r) for r in runs], seed], sort_keys=True).encode())
-    return Path(setting) / f"razor-{digest.hexdigest()[:32]}.csv"
+    return folder / f"razor-{digest.hexdigest()[:32]}.csv"
 
 
 def run_seed(cfg: ToyConfig, runs: list[Finetune], seed: int) -> pd.DataFrame:
@@ -362,14 +362,8 @@ def run_seed(cfg: ToyConfig, runs: list[Finetune], seed: int) -> pd.DataFrame:
 
 
 def sweep(cfg: ToyConfig, runs: list[Finetune], seeds: list[int], jobs: int | None = None) -> pd.DataFrame:
-    """Every run for every seed; seeds are spread over `jobs` processes (CLREPRO_JOBS, default: cores)."""
-    jobs = jobs or int(os.environ.get("CLREPRO_JOBS", os.cpu_count() or 1))
-    if jobs <= 1 or len(seeds) == 1:
-        frames = [run_seed(cfg, runs, s) for s in seeds]
-    else:
-        with ProcessPoolExecutor(min(jobs, len(seeds)), mp_context=get_context("spawn")) as pool:
-            frames = list(pool.map(run_seed, [cfg] * len(seeds), [runs] * len(seeds), seeds))
-    return pd.concat(frames, ignore_index=True)
+    """Every run for every seed; seeds are spread over `jobs` processes (clrepro.lm.sweep.over_seeds)."""
+    return pd.concat(over_seeds(run_seed, seeds, cfg, runs, jobs=jobs), ignore_index=True)
 
 
 def grid(methods: list[str], lrs: list[float], schedules: list[tuple[str, int]], **extra) -> list[Finetune]:

@@ -20,9 +20,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +29,8 @@ from torch import nn
 
 from clrepro.lm import tinylm as lm
 from clrepro.lm.distill import DIRECTIONS, distillation_loss, ema_update, forward_kl
+from clrepro.lm.sweep import over_seeds
+from clrepro.run.runner import cache_dir
 
 METHODS = ("sft", "sdft", "offpolicy")
 TEACHERS = ("ema", "frozen", "live")
@@ -228,13 +228,13 @@ class PartB:
 
 
 def _cache(part: PartB, seed: int, kind: str, suffix: str):
-    setting = os.environ.get("CLREPRO_CACHE", str(Path(__file__).resolve().parents[1] / "build" / "cache"))
-    if setting.lower() in ("off", "0", ""):
+    folder = cache_dir()  # build/cache/ of the repository, like every other run's (CLREPRO_CACHE)
+    if folder is None:
         return None
     here = Path(__file__).parent
     digest = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("tinylm.py", "sdft.py", "distill.py")))
     digest.update(json.dumps([asdict(part), seed, kind], sort_keys=True, default=str).encode())
-    return Path(setting) / f"sdftlm-{kind}-{digest.hexdigest()[:32]}.{suffix}"
+    return folder / f"sdftlm-{kind}-{digest.hexdigest()[:32]}.{suffix}"
 
 
 def base_model(part: PartB, icl_fraction: float, seed: int) -> nn.Module:
@@ -290,14 +290,9 @@ def run_seed(part: PartB, seed: int):
     return frame
 
 
-def sweep(part: PartB, seeds: list[int], jobs: int | None = None):
-
-
-    jobs = jobs or int(os.environ.get("CLREPRO_JOBS", os.cpu_count() or 1))
-    if jobs <= 1 or len(seeds) == 1:
-        return pd.concat([run_seed(part, s) for s in seeds], ignore_index=True)
-    with ProcessPoolExecutor(min(jobs, len(seeds)), mp_context=get_context("spawn")) as pool:
-        return pd.concat(pool.map(run_seed, [part] * len(seeds), seeds), ignore_index=True)
+def sweep(part: PartB, seeds: list[int], jobs: int | None = None) -> pd.DataFrame:
+    """Every seed's rows (clrepro.lm.sweep.over_seeds: one worker process per seed, up to jobs)."""
+    return pd.concat(over_seeds(run_seed, seeds, part, jobs=jobs), ignore_index=True)
 
 
 def tidy_rows(frame, experiment: str):
