@@ -320,8 +320,11 @@ def format_replication(replication: pd.DataFrame) -> pd.DataFrame:
     lines = []
     for r in replication.itertuples():
         ours = mean_ci(r.ours, r.ci95)
+        # the notebooks that compare with the same number (sharing its runs) point here
+        others = [a.split("/")[0] for a in str(r.also_in or "").split("; ") if a]
+        notebook = r.notebook + "".join(f" (+{o})" for o in dict.fromkeys(others) if o != r.notebook)
         lines.append({
-            "notebook": r.notebook, "published number": row_label(r.experiment, r.method, r.match_params, r.metric),
+            "notebook": notebook, "published number": row_label(r.experiment, r.method, r.match_params, r.metric),
             "scenario": r.scenario, "paper": f"{r.paper:.2f}", "tol.": f"± {r.tolerance:.2f}",
             "ours ± 95% CI": ours, "n": int(r.n_seeds), "Δ": "–" if math.isnan(r.diff) else f"{r.diff:+.2f}",
             "verdict": r.verdict, "source": r.source,
