@@ -31,8 +31,9 @@ from scipy import stats
 ALPHA = 0.05
 # The smallest effect a claim must show to "hold", by unit: below it a significant difference
 # is still negligible. Accuracy and BWT in percentage points; a rank correlation's |ρ|; a ratio
-# (e.g. protection, a share of SGD's forgetting removed) as a fraction.
-MIN_EFFECT = {"points": 1.0, "rho": 0.3, "fraction": 0.05}
+# (e.g. protection, a share of SGD's forgetting removed) as a fraction; a growth exponent's
+# excess over a reference (T^1.1 against linear).
+MIN_EFFECT = {"points": 1.0, "rho": 0.3, "fraction": 0.05, "exponent": 0.1, "epochs": 1.0}
 VERDICTS = ("holds", "direction only", "does not hold", "no evidence")
 KINDS = ("tested", "exploratory", "confounded", "illustration")
 COLUMNS = ["id", "claim", "setting", "measured", "kind", "test", "n", "effect", "unit", "min_effect",
