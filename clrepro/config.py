@@ -8,8 +8,13 @@ every other module (the methods included) may depend on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import functools
+import math
+import numbers
+import types
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 BENCHMARKS = ("permuted_mnist", "rotated_mnist", "split_mnist", "split_fashion_mnist", "seq_cifar10")
 SPLIT_BENCHMARKS = ("split_mnist", "split_fashion_mnist", "seq_cifar10")  # 5 tasks of 2 classes
@@ -29,6 +34,76 @@ class ConfigError(ValueError):
 def _require(condition: bool, parameter: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{parameter}: {message}")
+
+
+def check_types(cls: type, values: dict[str, Any], prefix: str) -> None:
+    """Refuse values whose type does not match the dataclass annotation, and non-finite numbers.
+
+    Runs before a dataclass's own range checks, so `lr="0.01"` is a ConfigError naming the
+    parameter rather than a TypeError later, `epochs=2.5` is refused rather than run as 3, and
+    NaN (which passes every `x < 0` test) never reaches training. Ints are accepted where floats
+    are expected; bools are not numbers here."""
+    hints = _hints(cls)
+    for name, value in values.items():
+        if name in hints:
+            problem = _type_problem(value, hints[name])
+            if problem:
+                raise ConfigError(f"{prefix}{name}: {problem}, got {value!r}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """Why value does not fit annotation ("must be ..."), or None when it does; unknown
+    annotations (Any, dicts, classes) pass."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        problems = [_type_problem(value, a) for a in options]
+        if any(p is None for p in problems):
+            return None
+        none = " or None" if len(options) < len(args) else ""
+        if len(options) == 1:  # "every element must be ..." is about the contents: None is no remedy
+            return problems[0] + (none if problems[0].startswith("must be") else "")
+        return "must be " + " or ".join(_describe(a) for a in options) + none
+    if origin is typing.Literal:
+        return None if value in args else f"must be one of {list(args)}"
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return f"must be {_describe(annotation)}"
+        if len(args) == 2 and args[1] is Ellipsis:
+            for element in value:
+                if problem := _type_problem(element, args[0]):
+                    return f"every element {problem}"
+        return None
+    if annotation is bool:
+        # numpy's bool_ (from a comparison) is a bool in all but type.
+        return None if isinstance(value, bool) or type(value).__name__ == "bool_" else "must be true or false"
+    if annotation is int:
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "must be an integer"
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return "must be a number"
+        return None if math.isfinite(value) else "must be a finite number"
+    if annotation is str:
+        return None if isinstance(value, str) else "must be a string"
+    return None
+
+
+def _describe(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return "a tuple of " + {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(
+            args[0], _describe(args[0]))
+    if origin is typing.Literal:
+        return f"one of {list(args)}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 @dataclass(frozen=True)
@@ -54,6 +129,7 @@ class BenchmarkConfig:
     test_per_task: int | None = None
 
     def __post_init__(self) -> None:
+        check_types(BenchmarkConfig, {f.name: getattr(self, f.name) for f in fields(self)}, "benchmark.")
         _require(self.name in BENCHMARKS, "benchmark.name", f"unknown {self.name!r}; one of {BENCHMARKS}")
         _require(self.scenario in SCENARIOS, "benchmark.scenario", f"unknown {self.scenario!r}; one of {SCENARIOS}")
         _require(self.n_tasks >= 1, "benchmark.n_tasks", f"must be at least 1, got {self.n_tasks}")
@@ -88,6 +164,7 @@ class ModelConfig:
     kind: str = "mlp"
 
     def __post_init__(self) -> None:
+        check_types(ModelConfig, {f.name: getattr(self, f.name) for f in fields(self)}, "model.")
         _require(self.kind in MODELS, "model.kind", f"unknown {self.kind!r}; one of {MODELS}")
         _require(all(h > 0 for h in self.hidden), "model.hidden", f"widths must be positive, got {self.hidden}")
         _require(self.activation in ACTIVATIONS, "model.activation",
@@ -117,6 +194,7 @@ class TrainConfig:
     eval_every: int | None = None
 
     def __post_init__(self) -> None:
+        check_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)}, "train.")
         _require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
         _require(self.batch_size >= 1, "train.batch_size", f"must be at least 1, got {self.batch_size}")
         _require((self.epochs is None) != (self.iterations is None), "train.epochs",

@@ -90,3 +90,55 @@ def test_to_json_omits_defaults_so_new_fields_do_not_change_it():
     text = exp.to_json()
     assert "dropout_input" not in text and '"n_tasks": 3' in text
     assert exp.with_(model={"dropout_input": 0.2}).to_json() != text
+
+
+# Non-finite numbers and wrong types: refused before anything trains, naming the parameter.
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("method, params, name", [
+    ("ewc", {"lam": NAN}, "lam"), ("online_ewc", {"lam": INF}, "lam"), ("lwf", {"lam_o": NAN}, "lam_o"),
+    ("der", {"alpha": -INF}, "alpha"), ("derpp", {"beta": NAN}, "beta"), ("ewc", {"gamma": NAN}, "gamma"),
+    ("sharpening", {"hidden_lr": INF}, "hidden_lr"), ("ogd", {"tolerance": NAN}, "tolerance"),
+])
+def test_non_finite_method_parameters_are_refused(method, params, name):
+    with pytest.raises(ConfigError, match=rf"method_params\.{name}: must be a finite number"):
+        Experiment("x/y", PMNIST, method, params)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"lr": NAN}, "lr"), ({"lr": INF}, "lr"), ({"weight_decay": NAN}, "weight_decay"), ({"momentum": INF}, "momentum"),
+])
+def test_non_finite_training_parameters_are_refused(kwargs, name):
+    with pytest.raises(ConfigError, match=rf"train\.{name}: must be a finite number"):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: TrainConfig(lr="0.01"), r"train\.lr: must be a number, got '0.01'"),
+    (lambda: TrainConfig(batch_size=1.5), r"train\.batch_size: must be an integer"),
+    (lambda: TrainConfig(epochs=2.5), r"train\.epochs: must be an integer or None, got 2.5"),
+    (lambda: TrainConfig(momentum=True), r"train\.momentum: must be a number, got True"),
+    (lambda: TrainConfig(reset_optimizer="no"), r"train\.reset_optimizer: must be true or false"),
+    (lambda: ModelConfig(hidden=100), r"model\.hidden: must be a tuple of integers, got 100"),
+    (lambda: ModelConfig(hidden=(100, 2.5)), r"model\.hidden: every element must be an integer"),
+    (lambda: ModelConfig(dropout_input=NAN), r"model\.dropout_input: must be a finite number"),
+    (lambda: BenchmarkConfig("permuted_mnist", "domain", n_tasks=2.0), r"benchmark\.n_tasks: must be an integer"),
+    (lambda: BenchmarkConfig("rotated_mnist", "domain", n_tasks=2, angles=(0.0, NAN)),
+     r"benchmark\.angles: every element must be a finite number"),
+    (lambda: Experiment("x/y", PMNIST, "ewc", {"lam": "1"}), r"method_params\.lam: must be a number"),
+    (lambda: Experiment("x/y", PMNIST, "er", {"buffer_size": 200.5}), r"method_params\.buffer_size: must be an int"),
+    (lambda: Experiment("x/y", PMNIST, "lwf", {"t2_scaling": 1}), r"method_params\.t2_scaling: must be true or false"),
+])
+def test_wrong_types_are_refused_naming_the_parameter(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_numbers_of_other_numeric_types_are_accepted():
+    import numpy as np
+
+    TrainConfig(lr=1, batch_size=np.int64(32), momentum=np.float32(0.9))
+    Experiment("x/y", PMNIST, "ewc", {"lam": np.float64(10.0), "fisher_samples": None})
+    BenchmarkConfig("rotated_mnist", "domain", n_tasks=2, angles=(0, 45.0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from clrepro.config import ConfigError
+from clrepro.config import ConfigError, check_types
 from clrepro.methods.base import Batch, Method
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -29,6 +29,8 @@ def available_methods() -> list[str]:
 
 
 def validate_params(name: str, params: dict[str, Any]):
+    """The method's Params from a dict: unknown names, wrong types and non-finite numbers are
+    ConfigErrors naming the parameter, checked before the Params' own range checks run."""
     cls = method_class(name)
     known = {f.name for f in fields(cls.Params)}
     for key in params:
@@ -36,6 +38,7 @@ def validate_params(name: str, params: dict[str, Any]):
             raise ConfigError(
                 f"method_params.{key}: not a parameter of {name} (parameters: {sorted(known)})"
             )
+    check_types(cls.Params, params, "method_params.")
     return cls.Params(**params)
 
 

@@ -8,26 +8,47 @@ skipped, so an interrupted `make reproduce` resumes where it stopped. When only 
 changed, the new prose is copied into the rendered notebook without executing anything:
 markdown is never executed, so the outputs stay those of the code that produced them.
 
+Concurrency: each render stages into its own folder (build/staging/<profile>/<notebook>-<pid>-…),
+holds a lock on its notebook's outputs from start to stamp (a second render of the same
+notebook waits, or gives up after --wait seconds), and every shared file (.stamps.json, the
+README, rendered notebooks, results) is replaced through a unique temporary file, under a short
+lock where it is read-modified-written. Renders of different notebooks run side by side.
+
+Provenance: each stamp records the commit and whether the tree was clean when the render
+started; a paper-profile render from a dirty tree is refused unless --allow-dirty (and the
+stamp says so). `check-renders` lists which rendered notebooks are no longer current.
+
 prepare-tests: copies of the notebooks with the smoke profile injected, for nbval.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-from clrepro.paths import REPO_ROOT, code_hash, output_dirs
-from clrepro.run.profiles import get_profile, resolve_device
+from clrepro.config import ConfigError
+from clrepro.paths import REPO_ROOT, OutputDirs, code_hash, output_dirs
+from clrepro.run.profiles import PROFILES, get_profile, resolve_device
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 SUMMARY = "summary"
 README_START, README_END = "<!-- summary:start -->", "<!-- summary:end -->"
+DURATIONS_START, DURATIONS_END = "<!-- durations:start -->", "<!-- durations:end -->"
+# The kernel's own log (e.g. its "running over TCP without encryption" warning, once per
+# notebook) would bury the one progress line per notebook; errors still come through.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -38,7 +59,7 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     if only:
         unknown = set(only) - {p.stem for p in paths}
         if unknown:
-            raise SystemExit(f"unknown notebook(s): {sorted(unknown)}")
+            raise ConfigError(f"--only: unknown notebook(s) {sorted(unknown)}; one of {[p.stem for p in paths]}")
         paths = [p for p in paths if p.stem in only]
     return paths
 
@@ -83,9 +104,8 @@ def update_prose(source: Path, rendered: Path) -> bool:
         return False
     for a, b in zip(new_cells, old_cells, strict=True):
         b.source = a.source
-    tmp = rendered.with_name(f".{rendered.name}.tmp")
-    nbformat.write(old, tmp)
-    os.replace(tmp, rendered)
+    text = nbformat.writes(old)
+    _write_atomic(rendered, text if text.endswith("\n") else text + "\n")
     return True
 
 
@@ -96,106 +116,324 @@ def _results_fingerprint(results_dir: Path) -> bytes:
     return digest.digest()
 
 
+# ---------------------------------------------------------------------------------------------
+# Locks and atomic writes
+
+
+class LockBusy(RuntimeError):
+    """Another process holds the lock and did not release it within the wait."""
+
+
+def _lock_dir(dirs: OutputDirs) -> Path:
+    return dirs.results / ".locks"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str = "", wait: float | None = None, poll: float = 0.5) -> Iterator[None]:
+    """An exclusive flock on `path`, released when the block ends or the process dies (the
+    kernel drops flocks of dead processes, so a crash never leaves a stale lock behind).
+
+    what: shown while waiting; wait: seconds to wait before LockBusy (None: as long as it takes,
+    0: not at all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            if what:
+                limit = "as long as it takes (Ctrl-C to stop)" if wait is None else f"up to {wait:g} s"
+                print(f"[wait] {what}: another process (pid {holder}) holds {path}; waiting {limit}", flush=True)
+            deadline = None if wait is None else time.monotonic() + wait
+            while True:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise LockBusy(f"{what or path}: another process (pid {holder}) holds {path}") from None
+                time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, text: str | bytes) -> None:
+    """Write through a unique temporary file in the same folder, then rename: readers see the old
+    file or the new one, never a mixture, and two writers never share a temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _copy_atomic(src: Path, target: Path) -> None:
+    _write_atomic(target, src.read_bytes())
+
+
 def _load_stamps(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The stamps, or {} (every notebook re-renders) with a warning naming the file when it is
+    damaged: a broken bookkeeping file must not block every run."""
+    if not path.exists():
+        return {}
+    try:
+        stamps = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        warnings.warn(f"{path} is damaged ({error}); treating it as no stamps (every notebook re-renders)",
+                      stacklevel=2)
+        return {}
+    if not isinstance(stamps, dict) or not all(isinstance(v, dict) for v in stamps.values()):
+        warnings.warn(f"{path} is not a mapping of notebook → stamp; treating it as no stamps", stacklevel=2)
+        return {}
+    return stamps
 
 
 def _update_stamp(path: Path, name: str, stamp: dict) -> None:
-    """Re-read the stamps just before writing, so that concurrent runs of other notebooks
-    keep theirs."""
-    stamps = {**_load_stamps(path), name: stamp}
-    _write_atomic(path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+    """Read, change and write the stamps under their lock, so that concurrent renders of other
+    notebooks keep theirs."""
+    with file_lock(path.parent / ".locks" / "stamps.lock"):
+        stamps = {**_load_stamps(path), name: stamp}
+        _write_atomic(path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.endswith((".tmp", ".lock", ".partial"))
 
 
 def _move_into_place(staging: Path, destination: Path) -> None:
+    """Copy the render's results and figures into place, one atomic replace per file; dot-files
+    and temporary files (a write the notebook did not finish) stay behind."""
     for sub in ("results", "figures"):
         for src in sorted((staging / sub).glob("*")):
-            if src.is_file():
-                target = destination / sub / src.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, target.with_name(f".{src.name}.tmp"))
-                os.replace(target.with_name(f".{src.name}.tmp"), target)
+            if src.is_file() and not _is_temporary(src):
+                _copy_atomic(src, destination / sub / src.name)
+
+
+def _splice(readme: Path, start: str, end: str, markdown: str) -> bool:
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    _write_atomic(readme, f"{head}{start}\n{markdown.strip()}\n{end}{tail}")
+    return True
+
+
+def _readme_lock() -> Path:
+    return _lock_dir(output_dirs("paper")) / "readme.lock"
 
 
 def update_readme(table_markdown: str, readme: Path = REPO_ROOT / "README.md") -> None:
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        return
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    _write_atomic(readme, f"{head}{README_START}\n{table_markdown.strip()}\n{README_END}{tail}")
+    with file_lock(_readme_lock()):
+        _splice(readme, README_START, README_END, table_markdown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+
+
+def git_state(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
+    """(commit, clean): HEAD and whether `git status` shows nothing (tracked changes or
+    untracked files); (None, None) outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit, not status.strip()
+
+
+def _rendered_dir(profile: str, dirs: OutputDirs) -> Path:
+    return NOTEBOOKS_DIR if profile == "paper" else dirs.root / "notebooks"
+
+
+def _parameters(profile: str, device: str, n_seeds: int | None) -> dict:
+    parameters = {"profile": profile, "device": device}
+    if n_seeds is not None:
+        parameters["n_seeds"] = n_seeds
+    return parameters
+
+
+def render_status(profile: str = "paper"):
+    """One row per notebook: its last render's commit, whether the tree was clean, when it
+    finished and how long it took, and whether it is current (its stamp's inputs hash equals the
+    hash of the notebook's cells, the package code and its parameters now), with the reason when
+    it is not. The summary notebook shows this table; `make check-renders` prints it."""
+    import pandas as pd
+
+    dirs = output_dirs(profile)
+    stamps = _load_stamps(dirs.results / ".stamps.json")
+    rendered_dir = _rendered_dir(profile, dirs)
+    rows = []
+    for notebook in notebooks():
+        stamp = stamps.get(notebook.stem)
+        row = {"notebook": notebook.stem, "commit": None, "clean": None, "finished": None, "minutes": None,
+               "current": False, "reason": ""}
+        if stamp is None:
+            rows.append({**row, "reason": "never rendered (no stamp)"})
+            continue
+        row.update(commit=(stamp.get("commit") or "")[:12] or None, clean=stamp.get("clean"),
+                   finished=stamp.get("finished"), minutes=stamp.get("minutes"))
+        if not (rendered_dir / notebook.name).exists():
+            rows.append({**row, "reason": "the rendered notebook is missing"})
+            continue
+        extra = _results_fingerprint(dirs.results) if notebook.stem == SUMMARY else b""
+        # Stamps written before parameters were recorded: the device was 'cpu' or 'cuda'.
+        candidates = [stamp["parameters"]] if "parameters" in stamp else [
+            _parameters(profile, device, None) for device in ("cpu", "cuda")]
+        if any(input_hash(notebook, params, extra) == stamp.get("inputs") for params in candidates):
+            rows.append({**row, "current": True})
+        elif any(input_hash(notebook, params, extra, code_only=True) == stamp.get("code_inputs")
+                 for params in candidates):
+            rows.append({**row, "reason": "only markdown changed (`make reproduce` copies the prose, runs nothing)"})
+        elif "code_inputs" not in stamp:
+            rows.append({**row, "reason": "inputs changed (and the stamp predates code_inputs)"})
+        elif notebook.stem == SUMMARY:
+            rows.append({**row, "reason": "its cells, the package code or the results it reads changed"})
+        else:
+            rows.append({**row, "reason": "its code cells, the package code or its parameters changed"})
+    return pd.DataFrame(rows, columns=["notebook", "commit", "clean", "finished", "minutes", "current", "reason"])
+
+
+def durations_markdown(stamps: dict) -> str:
+    """The README's table of render times, from the stamps (never typed)."""
+    lines = ["| notebook | minutes (last paper-profile render) | finished |", "|---|---:|---|"]
+    total = 0.0
+    for name in [p.stem for p in notebooks()]:
+        stamp = stamps.get(name)
+        if stamp is None or stamp.get("minutes") is None:
+            lines.append(f"| {name} | – | not rendered |")
+            continue
+        total += float(stamp["minutes"])
+        lines.append(f"| {name} | {float(stamp['minutes']):.1f} | {stamp.get('finished', '–')} |")
+    lines.append(f"| **total** | **{total:.1f}** ({total / 60:.1f} h) | |")
+    return "\n".join(lines)
+
+
+def update_durations(readme: Path = REPO_ROOT / "README.md") -> bool:
+    """Splice the render times of the paper-profile stamps into the README."""
+    stamps = _load_stamps(output_dirs("paper").results / ".stamps.json")
+    with file_lock(_readme_lock()):
+        return _splice(readme, DURATIONS_START, DURATIONS_END, durations_markdown(stamps))
+
+
+# ---------------------------------------------------------------------------------------------
+# reproduce
 
 
 def reproduce(profile: str, device: str, force: bool = False, only: list[str] | None = None,
-              n_seeds: int | None = None) -> int:
+              n_seeds: int | None = None, allow_dirty: bool = False, wait: float | None = None) -> int:
+    """Render the notebooks (the summary last). Errors in the arguments raise ConfigError before
+    any notebook runs; a failed or refused notebook is reported and the others still run.
+
+    allow_dirty: render at the paper profile although the tree has uncommitted changes (the stamp
+    records clean=False). wait: seconds to wait for another render of the same notebook (None:
+    as long as it takes)."""
     import papermill
 
     get_profile(profile)
+    if n_seeds is not None and (isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1):
+        raise ConfigError(f"--n-seeds: must be an integer >= 1, got {n_seeds!r}")
+    if only is not None and not only:
+        raise ConfigError("--only: give at least one notebook name (leave --only out to run them all)")
     device = resolve_device(device)
+    selected = notebooks(only)
+    commit, clean = git_state()
+    if profile == "paper" and not clean and not allow_dirty:
+        why = "not a git checkout, so the commit cannot be named" if clean is None else \
+            "the tree has uncommitted changes (`git status`)"
+        raise ConfigError(f"--allow-dirty: a paper-profile render must come from a committed state, but {why}; "
+                          "commit first, or pass --allow-dirty (ALLOW_DIRTY=1) and the stamps record it")
     dirs = output_dirs(profile)
-    rendered_dir = NOTEBOOKS_DIR if profile == "paper" else dirs.root / "notebooks"
+    rendered_dir = _rendered_dir(profile, dirs)
     rendered_dir.mkdir(parents=True, exist_ok=True)
     stamps_path = dirs.results / ".stamps.json"
-    stamps = _load_stamps(stamps_path)
+    parameters = _parameters(profile, device, n_seeds)
     failures = []
-    for notebook in notebooks(only):
-        parameters = {"profile": profile, "device": device}
-        if n_seeds is not None:
-            parameters["n_seeds"] = n_seeds
-        extra = _results_fingerprint(dirs.results) if notebook.stem == SUMMARY else b""
-        digest = input_hash(notebook, parameters, extra)
-        code_digest = input_hash(notebook, parameters, extra, code_only=True)
-        rendered = rendered_dir / notebook.name
-        stamp = stamps.get(notebook.stem, {})
-        if not force and rendered.exists() and stamp.get("inputs") == digest:
-            print(f"[skip] {notebook.stem}: unchanged since its last successful run")
-            continue
-        if (not force and rendered.exists() and stamp.get("code_inputs") == code_digest
-                and update_prose(notebook, rendered)):
-            _update_stamp(stamps_path, notebook.stem, {**stamp, "inputs": digest})
-            print(f"[text] {notebook.stem}: only markdown changed; prose updated, nothing re-run")
-            continue
-        staging = REPO_ROOT / "build" / "staging" / profile / notebook.stem
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "results").mkdir(parents=True)
-        (staging / "figures").mkdir(parents=True)
-        print(f"[run ] {notebook.stem} (profile={profile}, device={device})", flush=True)
-        started = time.time()
+    for notebook in selected:
         try:
-            papermill.execute_notebook(
-                str(notebook), str(staging / notebook.name),
-                parameters={**parameters, "output_root": str(staging)},
-                cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
-            )
-        except Exception as error:  # papermill raises PapermillExecutionError with the cell
-            print(f"[FAIL] {notebook.stem}: {error}", file=sys.stderr)
-            print(f"       partial render kept in {staging}; committed outputs untouched", file=sys.stderr)
+            with file_lock(_lock_dir(dirs) / f"render-{notebook.stem}.lock",
+                           f"{notebook.stem}: another render of its outputs is running", wait):
+                outcome = _render(notebook, profile, device, force, parameters, dirs, rendered_dir, stamps_path,
+                                  commit, clean, papermill)
+        except LockBusy as error:
+            print(f"[busy] {error}; not rendered", file=sys.stderr, flush=True)
+            outcome = False
+        if not outcome:
             failures.append(notebook.stem)
-            continue
-        _strip_output_root(staging / notebook.name)
-        _move_into_place(staging, dirs.root)
-        shutil.copyfile(staging / notebook.name, rendered.with_name(f".{rendered.name}.tmp"))
-        os.replace(rendered.with_name(f".{rendered.name}.tmp"), rendered)
-        if notebook.stem == SUMMARY and profile == "paper":
-            table = dirs.results / "summary_table.md"
-            if table.exists():
-                update_readme(table.read_text())
-        minutes = (time.time() - started) / 60
-        _update_stamp(stamps_path, notebook.stem, {
-            "inputs": digest, "code_inputs": code_digest, "minutes": round(minutes, 2),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        shutil.rmtree(staging, ignore_errors=True)
-        print(f"[done] {notebook.stem} in {minutes:.1f} min", flush=True)
+    if profile == "paper":
+        update_durations()
     if failures:
         print(f"failed: {', '.join(failures)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _render(notebook: Path, profile: str, device: str, force: bool, parameters: dict, dirs: OutputDirs,
+            rendered_dir: Path, stamps_path: Path, commit: str | None, clean: bool | None, papermill) -> bool:
+    """One notebook, under its lock: skip, copy prose, or execute in a private staging folder and
+    move the outputs into place. Returns False on failure."""
+    # Read the stamps only now, inside the lock: a render that finished while we waited is seen.
+    stamp = _load_stamps(stamps_path).get(notebook.stem, {})
+    extra = _results_fingerprint(dirs.results) if notebook.stem == SUMMARY else b""
+    digest = input_hash(notebook, parameters, extra)
+    code_digest = input_hash(notebook, parameters, extra, code_only=True)
+    rendered = rendered_dir / notebook.name
+    provenance = {"commit": commit, "clean": clean, "parameters": parameters}
+    if not force and rendered.exists() and stamp.get("inputs") == digest:
+        print(f"[skip] {notebook.stem}: unchanged since its last successful run", flush=True)
+        return True
+    if (not force and rendered.exists() and stamp.get("code_inputs") == code_digest
+            and update_prose(notebook, rendered)):
+        _update_stamp(stamps_path, notebook.stem, {**stamp, "inputs": digest, "prose": provenance})
+        print(f"[text] {notebook.stem}: only markdown changed; prose updated, nothing re-run", flush=True)
+        return True
+    # A folder of its own per render: two renders never delete or move each other's files.
+    parent = REPO_ROOT / "build" / "staging" / profile
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{notebook.stem}-{os.getpid()}-", dir=parent))
+    (staging / "results").mkdir()
+    (staging / "figures").mkdir()
+    print(f"[run ] {notebook.stem} (profile={profile}, device={device})", flush=True)
+    started = time.time()
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(staging / notebook.name),
+            parameters={**parameters, "output_root": str(staging)},
+            cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
+            extra_arguments=KERNEL_ARGUMENTS,
+        )
+    except Exception as error:  # papermill raises PapermillExecutionError with the cell
+        print(f"[FAIL] {notebook.stem}: {error}", file=sys.stderr)
+        print(f"       partial render kept in {staging}; committed outputs untouched", file=sys.stderr)
+        return False
+    _strip_output_root(staging / notebook.name)
+    _move_into_place(staging, dirs.root)
+    _copy_atomic(staging / notebook.name, rendered)
+    if notebook.stem == SUMMARY and profile == "paper":
+        table = dirs.results / "summary_table.md"
+        if table.exists():
+            update_readme(table.read_text())
+    minutes = (time.time() - started) / 60
+    _update_stamp(stamps_path, notebook.stem, {
+        "inputs": digest, "code_inputs": code_digest, "minutes": round(minutes, 2),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **provenance})
+    shutil.rmtree(staging, ignore_errors=True)
+    print(f"[done] {notebook.stem} in {minutes:.1f} min", flush=True)
+    return True
 
 
 def _strip_output_root(path: Path) -> None:
@@ -227,29 +465,97 @@ def prepare_tests(out: Path, profile: str = "smoke") -> list[Path]:
     return prepared
 
 
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line naming the option (`error: --only: …`), no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message.removeprefix('argument ')}\n")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clrepro.run.pipeline")
-    sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("reproduce", help="execute the notebooks with papermill")
-    rep.add_argument("--profile", default="paper")
-    rep.add_argument("--device", default="auto")
+    parser = _Parser(prog="python -m clrepro.run.pipeline")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    rep = sub.add_parser(
+        "reproduce", help="execute the notebooks with papermill",
+        description="Execute the notebooks (the summary last) at a profile. Inside a notebook, runs go to "
+                    "min(cores, available memory / ~2 GB) worker processes on CPU (CLREPRO_JOBS overrides).")
+    rep.add_argument("--profile", default="paper", choices=sorted(PROFILES))
+    rep.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N or mps; "
+                     "a device this machine lacks is an error before anything runs")
     rep.add_argument("--force", action="store_true", help="re-run even unchanged notebooks")
-    rep.add_argument("--only", nargs="*", help="notebook names (without .ipynb)")
-    rep.add_argument("--n-seeds", type=int, default=None)
+    rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="notebook names (without .ipynb)")
+    rep.add_argument("--n-seeds", type=_at_least_one, default=None, help="seeds per experiment (>= 1)")
+    rep.add_argument("--allow-dirty", action="store_true",
+                     help="allow a paper-profile render from a tree with uncommitted changes (recorded in the stamp)")
+    rep.add_argument("--wait", type=_seconds, default=None, metavar="SECONDS",
+                     help="how long to wait for another render of the same notebook (default: as long as it "
+                          "takes; 0: give up at once)")
     prose = sub.add_parser("prose", help="copy the markdown of edited notebooks into the rendered "
                            "ones in notebooks/ (same code cells), executing nothing")
     prose.add_argument("sources", nargs="+", type=Path, help="edited .ipynb files")
+    check = sub.add_parser("check-renders", help="list each rendered notebook's commit and whether it is current; "
+                           "exit 1 when any is stale")
+    check.add_argument("--profile", default="paper", choices=sorted(PROFILES))
+    sub.add_parser("durations", help="splice the paper-profile render times from the stamps into the README")
     tests = sub.add_parser("prepare-tests", help="smoke-profile notebook copies for nbval")
     tests.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "nbtest")
     args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
     if args.command == "reproduce":
-        return reproduce(args.profile, args.device, args.force, args.only, args.n_seeds)
+        return reproduce(args.profile, args.device, args.force, args.only, args.n_seeds,
+                         allow_dirty=args.allow_dirty, wait=args.wait)
     if args.command == "prose":
-        refused = [src.stem for src in args.sources
-                   if not update_prose(src, NOTEBOOKS_DIR / src.name)]
+        dirs = output_dirs("paper")
+        refused = []
+        for src in args.sources:
+            with file_lock(_lock_dir(dirs) / f"render-{src.stem}.lock", f"{src.stem}: a render is running"):
+                if not update_prose(src, NOTEBOOKS_DIR / src.name):
+                    refused.append(src.stem)
         for name in refused:
             print(f"{name}: code cells differ from the render; run `make reproduce`", file=sys.stderr)
         return 1 if refused else 0
+    if args.command == "check-renders":
+        import pandas as pd
+
+        status = render_status(args.profile)
+        with pd.option_context("display.max_colwidth", 90, "display.width", 200):
+            print(status.to_string(index=False))
+        stale = status.loc[~status["current"], "notebook"].tolist()
+        print(f"{len(stale)} of {len(status)} rendered notebooks stale" + (f": {', '.join(stale)}" if stale else ""))
+        return 1 if stale else 0
+    if args.command == "durations":
+        return 0 if update_durations() else 1
     for path in prepare_tests(args.out):
         print(path)
     return 0

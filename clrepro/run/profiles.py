@@ -68,15 +68,36 @@ def get_profile(name: str) -> Profile:
 
 
 def resolve_device(device: str) -> str:
-    """'auto' picks CUDA when present; anything else must be a device torch knows."""
+    """'auto' picks CUDA when present; anything else must be a device torch knows *and* this
+    machine has (so `mps` on Linux, or `cuda:1` on a one-GPU machine, fails here, before any
+    notebook runs, rather than late inside each one)."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        torch.device(device)
-    except RuntimeError as error:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
         raise ConfigError(f"device: {error}") from error
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {device!r} requested but CUDA is not available")
+    if parsed.type == "cpu":
+        return device
+    available = available_devices()
+    if parsed.type not in available:
+        raise ConfigError(f"device: {device!r} is not available on this machine (available: {', '.join(available)})")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"device: {device!r} requested but this machine has {torch.cuda.device_count()} "
+                          f"CUDA device(s) (cuda:0 … cuda:{torch.cuda.device_count() - 1})")
     return device
+
+
+def available_devices() -> list[str]:
+    """The device types this machine can run on, cpu first."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices

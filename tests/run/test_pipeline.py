@@ -113,3 +113,177 @@ def test_markdown_only_edit_is_not_re_executed(tmp_path, monkeypatch):
     assert (out / "results" / "good.csv").read_text() == "kept"  # not executed again
     rendered = nbformat.read(out / "notebooks" / "good.ipynb", as_version=4)
     assert rendered.cells[-1].source == "A new discussion."
+
+
+# ---------------------------------------------------------------------------------------------
+# Concurrent renders lose nothing
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+RENDER = """
+import sys
+from pathlib import Path
+from clrepro.run import pipeline
+pipeline.NOTEBOOKS_DIR = Path(sys.argv[1])
+sys.exit(pipeline.main(["reproduce", "--profile", "smoke", "--device", "cpu", *sys.argv[2:]]))
+"""
+
+SLOW_ROWS = """
+import time
+from pathlib import Path
+time.sleep({sleep})
+results = Path(output_root, "results")
+(results / "{name}.csv").write_text("".join(f"{{i}},{{i * i}}\\n" for i in range({rows})))
+(results / ".{name}.csv.half-written.tmp").write_text("partial")  # must never be moved into place
+"""
+
+
+def _render(nbdir: Path, out: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "CLREPRO_OUTPUT": str(out), "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    return subprocess.Popen([sys.executable, "-c", RENDER, str(nbdir), *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_two_renders_of_one_notebook_lose_nothing(tmp_path):
+    pytest.importorskip("papermill")
+    nbdir, out = tmp_path / "notebooks", tmp_path / "out"
+    nbdir.mkdir()
+    make_notebook(nbdir / "slow.ipynb", SLOW_ROWS.format(sleep=3, name="slow", rows=930))
+    first = _render(nbdir, out, "--only", "slow", "--force")
+    time.sleep(1.0)
+    second = _render(nbdir, out, "--only", "slow", "--force")
+    logs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], logs
+    assert "[wait] slow" in logs[1]  # the second waited for the first, and said so
+    assert len((out / "results" / "slow.csv").read_text().splitlines()) == 930
+    assert not [p.name for p in (out / "results").iterdir() if p.name.endswith(".tmp")]
+    assert set(json.loads((out / "results" / ".stamps.json").read_text())) == {"slow"}
+
+
+def test_renders_of_different_notebooks_run_side_by_side_and_keep_both_stamps(tmp_path):
+    pytest.importorskip("papermill")
+    nbdir, out = tmp_path / "notebooks", tmp_path / "out"
+    nbdir.mkdir()
+    make_notebook(nbdir / "a.ipynb", SLOW_ROWS.format(sleep=3, name="a", rows=10))
+    make_notebook(nbdir / "b.ipynb", SLOW_ROWS.format(sleep=0, name="b", rows=20))
+    first, second = _render(nbdir, out, "--only", "a"), _render(nbdir, out, "--only", "b")
+    logs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], logs
+    assert not any("[wait]" in log for log in logs)
+    assert set(json.loads((out / "results" / ".stamps.json").read_text())) == {"a", "b"}
+
+
+def test_a_busy_notebook_is_refused_after_the_wait(tmp_path, monkeypatch, capsys):
+    nbdir, out = tmp_path / "notebooks", tmp_path / "out"
+    nbdir.mkdir()
+    make_notebook(nbdir / "good.ipynb", WRITE_RESULT)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setenv("CLREPRO_OUTPUT", str(out))
+    lock = out / "results" / ".locks" / "render-good.lock"
+    with pipeline.file_lock(lock):  # another render holds it
+        assert pipeline.reproduce("smoke", "cpu", wait=0.2) == 1
+    assert "[busy]" in capsys.readouterr().err and not (out / "results" / "good.csv").exists()
+
+
+STAMP_WRITER = """
+import sys
+from pathlib import Path
+from clrepro.run import pipeline
+path, name = Path(sys.argv[1]), sys.argv[2]
+for i in range(80):
+    pipeline._update_stamp(path, name, {"inputs": str(i), "filler": "x" * 2000})
+    stamps = pipeline._load_stamps(path)
+    assert stamps[name]["inputs"] == str(i), stamps.get(name)
+"""
+
+
+def test_two_stamp_writers_never_lose_or_corrupt_a_stamp(tmp_path):
+    path = tmp_path / "results" / ".stamps.json"
+    path.parent.mkdir()
+    writers = [subprocess.Popen([sys.executable, "-W", "error", "-c", STAMP_WRITER, str(path), name],
+                                stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    errors = [w.communicate(timeout=120)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    stamps = json.loads(path.read_text())
+    assert {k: v["inputs"] for k, v in stamps.items()} == {"a": "79", "b": "79"}
+    assert not [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_damaged_stamps_file_is_named_and_treated_as_no_stamps(tmp_path):
+    path = tmp_path / ".stamps.json"
+    path.write_text('{"ewc": {"inputs": "ab')
+    with pytest.warns(UserWarning, match=r"\.stamps\.json is damaged"):
+        assert pipeline._load_stamps(path) == {}
+    with pytest.warns(UserWarning, match="damaged"):
+        pipeline._update_stamp(path, "lwf", {"inputs": "1"})  # and it is repaired by the next stamp
+    assert json.loads(path.read_text()) == {"lwf": {"inputs": "1"}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad arguments: one line naming the parameter, before any notebook runs
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "--only"], "error: --only: expected at least one argument"),
+    (["reproduce", "--n-seeds", "0"], "error: --n-seeds: must be an integer >= 1, got 0"),
+    (["reproduce", "--n-seeds", "two"], "error: --n-seeds: must be an integer >= 1, got 'two'"),
+    (["reproduce", "--device", "mps", "--profile", "smoke"], "error: device: 'mps' is not available"),
+    (["reproduce", "--only", "nope", "--profile", "smoke"], "error: --only: unknown notebook(s) ['nope']"),
+    (["reproduce", "--profile", "fast"], "error: --profile: invalid choice: 'fast'"),
+])
+def test_cli_errors_are_one_line_naming_the_parameter(argv, message, capsys):
+    try:
+        status = pipeline.main(argv)
+    except SystemExit as exit_:  # argparse's own checks
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_paper_render_from_a_dirty_tree_is_refused_unless_allowed(tmp_path, monkeypatch):
+    nbdir, out = tmp_path / "notebooks", tmp_path / "out"
+    nbdir.mkdir()
+    make_notebook(nbdir / "good.ipynb", WRITE_RESULT)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setenv("CLREPRO_OUTPUT", str(out))
+    monkeypatch.setattr(pipeline, "git_state", lambda: ("abc123", False))
+    monkeypatch.setattr(pipeline, "update_durations", lambda: True)  # not the real README
+    with pytest.raises(pipeline.ConfigError, match="--allow-dirty"):
+        pipeline.reproduce("paper", "cpu")
+    assert not (out / "results" / "good.csv").exists()
+    assert pipeline.reproduce("paper", "cpu", allow_dirty=True) == 0
+    stamp = json.loads((out / "results" / ".stamps.json").read_text())["good"]
+    assert stamp["commit"] == "abc123" and stamp["clean"] is False
+    assert stamp["parameters"] == {"profile": "paper", "device": "cpu"}
+
+
+def test_render_status_says_which_renders_are_current(tmp_path, monkeypatch):
+    nbdir, out = tmp_path / "notebooks", tmp_path / "out"
+    nbdir.mkdir()
+    for name in ("fresh", "edited", "never"):
+        make_notebook(nbdir / f"{name}.ipynb", WRITE_RESULT)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setenv("CLREPRO_OUTPUT", str(out))
+    monkeypatch.setattr(pipeline, "git_state", lambda: ("abc123", True))
+    assert pipeline.reproduce("smoke", "cpu", only=["fresh", "edited"]) == 0
+    make_notebook(nbdir / "edited.ipynb", WRITE_RESULT + "\nprint('changed')")
+    status = pipeline.render_status("smoke").set_index("notebook")
+    assert status.loc["fresh", "current"] and status.loc["fresh", "commit"] == "abc123"
+    assert not status.loc["edited", "current"] and "code cells" in status.loc["edited", "reason"]
+    assert not status.loc["never", "current"] and "never rendered" in status.loc["never", "reason"]
+    assert pipeline.main(["check-renders", "--profile", "smoke"]) == 1
+
+
+def test_durations_table_comes_from_the_stamps(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name in ("a", "b", "summary"):
+        make_notebook(nbdir / f"{name}.ipynb", "pass")
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
+    table = pipeline.durations_markdown({"a": {"minutes": 30.0, "finished": "T1"}, "summary": {"minutes": 0.5}})
+    assert "| a | 30.0 | T1 |" in table and "| b | – | not rendered |" in table
+    assert "**30.5** (0.5 h)" in table
