@@ -181,6 +181,8 @@ class TrainConfig:
     Give either epochs or iterations (steps per task, van de Ven's protocol).
     eval_every: evaluate every task after this many epochs to record learning curves
     (None: only after each task).
+    full_matrix: evaluate every task after every task (the whole accuracy matrix, e.g. for a heat
+    map); by default only the cells the metrics read, R[t, i ≤ t+1].
     """
 
     lr: float = 0.01
@@ -192,6 +194,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     reset_optimizer: bool = True  # a fresh optimiser (and state) at every task
     eval_every: int | None = None
+    full_matrix: bool = False
 
     def __post_init__(self) -> None:
         check_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)}, "train.")

@@ -7,8 +7,15 @@ untrained model on task i. Definitions (Lopez-Paz & Ranzato 2017; Chaudhry et al
     ACC@k      = mean_{i<k} R[k-1, i]          (average over the k tasks seen so far)
     BWT        = mean_{i<T-1} (R[T-1, i] − R[i, i])
     FWT        = mean_{i>0} (R[i-1, i] − b[i])
-    forgetting = mean_{i<T-1} (max_{t<T-1} R[t, i] − R[T-1, i])
+    forgetting = mean_{i<T-1} (max_{i≤t<T-1} R[t, i] − R[T-1, i])
     task<i>    = R[T-1, i-1]                   (final accuracy on task i, 1-based)
+
+These read only R[t, i ≤ t+1] (and b), the cells the training loop evaluates by default; the
+rest of R may be NaN. Forgetting takes its maximum over the rows after task i was trained, as
+the DER authors' code does (its results rows hold only the tasks seen so far): the accuracy a
+task had before it was trained (high on neighbouring rotations, say) is not knowledge forgotten.
+Before the loop stopped evaluating the upper triangle, the maximum also ran over the rows before
+task i, which changed the forgetting of some runs (R-MNIST replay, P-MNIST runs that collapse).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ def forward_transfer(R: np.ndarray, initial: np.ndarray) -> float:
 
 def forgetting_per_task(R: np.ndarray) -> np.ndarray:
     T = R.shape[0]
-    return np.array([np.max(R[: T - 1, i]) - R[T - 1, i] for i in range(T - 1)])
+    return np.array([np.max(R[i: T - 1, i]) - R[T - 1, i] for i in range(T - 1)])
 
 
 def average_forgetting(R: np.ndarray) -> float:

@@ -1,9 +1,18 @@
 """The one training loop every method runs through.
 
 For each task: the method's begin_task hook, minibatch steps (loss → backward → gradient
-transform → optimiser step → after_step), the end_task hook, then an evaluation of every task
-of the stream, which fills row t of the accuracy matrix R (R[t, i] = accuracy on task i after
-training on task t, in percent). Evaluating tasks not yet trained gives what FWT needs.
+transform → optimiser step → after_step), the end_task hook, then an evaluation that fills row t
+of the accuracy matrix R (R[t, i] = accuracy on task i after training on task t, in percent).
+
+Only the cells the metrics read are evaluated: R[t, i ≤ t] (ACC, BWT, forgetting) and R[t, t+1]
+(FWT, with the untrained model's accuracy on every task); the rest stay NaN unless the
+experiment asks for the full matrix (TrainConfig.full_matrix, for heat maps of the upper
+triangle). On a 20-task stream that halves the evaluation, which costs as many FLOPs as the
+training itself. Every cell that is evaluated goes through the same code as before.
+
+Class-IL runs are also scored the way the DER paper gets its Task-IL column from the same run:
+in the same forward pass, each task's prediction restricted to its own units
+(RunResult.task_il_accuracy).
 """
 
 from __future__ import annotations
@@ -36,6 +45,10 @@ class RunResult:
     diverged_at: int | None = None  # task after which the parameters were no longer finite
     seconds: float = 0.0  # the whole run
     train_seconds: float = 0.0  # the minibatch steps only (what the loop-overhead benchmark times)
+    # Class-IL runs only (None otherwise): the same network and evaluation pass, each task's
+    # prediction restricted to its own units (the DER paper's Task-IL of a Class-IL-trained net).
+    task_il_accuracy: np.ndarray | None = None  # [T, T], same cells and NaN convention as accuracy
+    task_il_initial: np.ndarray | None = None  # the same for the untrained model
 
 
 def seed_everything(seed: int) -> None:
@@ -67,22 +80,46 @@ def steps_per_task(n: int, cfg: TrainConfig) -> int:
     return cfg.epochs * -(-n // cfg.batch_size)
 
 
+def cells_to_evaluate(t: int, n_tasks: int, full_matrix: bool) -> list[int]:
+    """The tasks to evaluate after training task t: i ≤ t+1 (what ACC, BWT, forgetting and FWT
+    read), or every task when the full matrix is asked for."""
+    return list(range(n_tasks if full_matrix else min(t + 2, n_tasks)))
+
+
 @torch.no_grad()
-def evaluate(method: Method, stream: Stream, device: str | torch.device) -> np.ndarray:
-    """Accuracy (%) on the evaluation split of every task, each with its own task id."""
+def evaluate(method: Method, stream: Stream, device: str | torch.device, tasks: list[int] | None = None) -> np.ndarray:
+    """Accuracy (%) on the evaluation split of the given tasks (default: all), each with its own
+    task id; NaN for the tasks not evaluated."""
+    return evaluate_both(method, stream, device, tasks, task_il=False)[0]
+
+
+@torch.no_grad()
+def evaluate_both(
+    method: Method, stream: Stream, device: str | torch.device, tasks: list[int] | None = None, task_il: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(accuracy, task-IL accuracy) in one forward pass per chunk. The task-IL prediction is the
+    argmax of the same logits restricted to the task's own units (None unless task_il)."""
     model = method.model
     was_training = model.training
     model.eval()
-    accuracies = []
-    for task in stream.tasks:
-        correct = 0
+    accuracies = np.full(len(stream), np.nan)
+    within = np.full(len(stream), np.nan) if task_il else None
+    for i in range(len(stream)) if tasks is None else tasks:
+        task = stream.tasks[i]
+        units = torch.tensor(task.units, device=device) if task_il else None
+        correct = correct_within = 0
         for start in range(0, len(task.x_test), EVAL_CHUNK):
             x = to_float(task.x_test[start:start + EVAL_CHUNK], device)
             y = task.y_test[start:start + EVAL_CHUNK].to(device)
-            correct += (method.logits(x, task.index).argmax(1) == y).sum().item()
-        accuracies.append(100.0 * correct / len(task.x_test))
+            logits = method.logits(x, task.index)
+            correct += (logits.argmax(1) == y).sum().item()
+            if units is not None:
+                correct_within += (units[logits[:, units].argmax(1)] == y).sum().item()
+        accuracies[i] = 100.0 * correct / len(task.x_test)
+        if within is not None:
+            within[i] = 100.0 * correct_within / len(task.x_test)
     model.train(was_training)
-    return np.array(accuracies)
+    return accuracies, within
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -113,7 +150,9 @@ def run(
     cfg = experiment.train
     n_tasks = len(stream)
     accuracy = np.full((n_tasks, n_tasks), np.nan)
-    initial = evaluate(method, stream, device)
+    task_il = stream.scenario == "class"
+    task_il_accuracy = np.full((n_tasks, n_tasks), np.nan) if task_il else None
+    initial, task_il_initial = evaluate_both(method, stream, device, task_il=task_il)
     curves: list[tuple[float, int, int, float]] = []
 
     if method.trains_jointly:
@@ -141,7 +180,7 @@ def run(
         for epoch, idx in minibatches(len(x), cfg, generator):
             if epoch != last_epoch:
                 if cfg.eval_every and epoch % cfg.eval_every == 0:
-                    _record_curve(curves, method, stream, device, t, cfg, epoch)
+                    record_curve(curves, method, stream, device, t, cfg, epoch)
                 last_epoch = epoch
             batch = Batch(x[idx], y[idx], t, None if task_ids is None else task_ids[idx])
             if augmentation is not None:
@@ -160,21 +199,29 @@ def run(
         if not all(torch.isfinite(p).all() for p in method.model.parameters()):
             # Training diverged (e.g. λ·lr too large): stop, and record what the model now
             # predicts for this and every later row rather than crashing the whole notebook.
-            accuracy[t:] = evaluate(method, stream, device)
+            final = evaluate_both(method, stream, device, task_il=task_il)
+            for row in range(t, n_tasks):
+                cells = cells_to_evaluate(row, n_tasks, cfg.full_matrix)
+                for matrix, values in zip((accuracy, task_il_accuracy), final, strict=True):
+                    if matrix is not None:
+                        matrix[row, cells] = values[cells]
             diverged_at = t
             break
         method.end_task(task, x, y)
         if after_task is not None:
             after_task(t, method)
         if cfg.eval_every and cfg.epochs is not None:
-            _record_curve(curves, method, stream, device, t, cfg, cfg.epochs)
-        accuracy[t] = evaluate(method, stream, device)
+            record_curve(curves, method, stream, device, t, cfg, cfg.epochs)
+        accuracy[t], row_within = evaluate_both(
+            method, stream, device, cells_to_evaluate(t, n_tasks, cfg.full_matrix), task_il)
+        if task_il_accuracy is not None:
+            task_il_accuracy[t] = row_within
     bar.close()
     return RunResult(experiment, seed, accuracy, initial, curves, diverged_at, time.perf_counter() - started,
-                     train_seconds)
+                     train_seconds, task_il_accuracy, task_il_initial)
 
 
-def _record_curve(curves, method, stream, device, task: int, cfg: TrainConfig, epoch: int) -> None:
+def record_curve(curves, method, stream, device, task: int, cfg: TrainConfig, epoch: int) -> None:
     global_epoch = task * (cfg.epochs or 0) + epoch
     for i, acc in enumerate(evaluate(method, stream, device)):
         curves.append((float(global_epoch), task, i, float(acc)))

@@ -41,3 +41,19 @@ def test_named_metrics_and_unknown():
 
 def test_single_task_has_no_bwt():
     assert np.isnan(metrics.backward_transfer(np.array([[50.0]])))
+
+
+def test_metrics_read_only_the_cells_the_loop_evaluates():
+    """The loop leaves R[t, i > t+1] NaN by default: no metric may read those cells."""
+    T = 4
+    full = np.random.default_rng(0).uniform(0, 100, (T, T))
+    partial = full.copy()
+    partial[np.triu_indices(T, k=2)] = np.nan
+    init = np.full(T, 10.0)
+    for name in ("acc", "bwt", "fwt", "forgetting", "acc@2", "task1"):
+        assert metrics.metric(name)(partial, init) == metrics.metric(name)(full, init), name
+
+
+def test_forgetting_ignores_accuracy_before_the_task_was_trained():
+    R2 = np.array([[90.0, 85.0, 0.0], [50.0, 60.0, 0.0], [40.0, 55.0, 70.0]])  # task 2 scored 85 before training
+    np.testing.assert_allclose(metrics.forgetting_per_task(R2), [90 - 40, 60 - 55])
