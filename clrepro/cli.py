@@ -193,29 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "reuse that notebook's cached runs")
     groups = {g: run.add_argument_group(f"{g} ({cls.__name__})")
               for g, cls in (("benchmark", BenchmarkConfig), ("model", ModelConfig), ("train", TrainConfig))}
-    taken = set()
     for option in config_options():
         required = option.default is MISSING
         help_text = option.dest + (" (required)" if required else f" (default: {_show(option.default)})")
         if option.dest == "benchmark.name":
             help_text += f"; one of {', '.join(BENCHMARKS)}"
         _add(groups[option.dest.split(".")[0]], option.flag, option.dest, option.annotation, help_text, required)
-        taken.add(option.flag)
-    # Every method's parameters; only those of the chosen method may be given. Where two methods
-    # annotate one name differently the value is read as text and converted for the chosen one.
-    by_name: dict[str, list[tuple[str, Any, Any]]] = {}
-    for method, params in method_parameters().items():
-        for p, (annotation, default) in params.items():
-            by_name.setdefault(p, []).append((method, annotation, default))
     params_group = run.add_argument_group("method parameters (Params of the chosen method; defaults per method "
                                           "below)")
-    for p, owners in by_name.items():
-        flag = "--" + p.replace("_", "-")
-        flag = flag if flag not in taken else "--param-" + p.replace("_", "-")
-        annotations = {repr(a) for _, a, _ in owners}
-        annotation = owners[0][1] if len(annotations) == 1 else str
-        _add(params_group, flag, f"method_params.{p}", annotation,
-             "; ".join(f"{m}: {_show(d)}" for m, _, d in owners))
     settings = run.add_argument_group("run")
     settings.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                           help="seeds to run (default: the profile's, 0..n-1)")
@@ -228,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="tidy CSV of the runs' rows (default: build/cli/<method>-<benchmark>-<scenario>-"
                           "<profile>-<hash>.csv)")
     settings.add_argument("--quiet", action="store_true", help="no progress bars")
+    # Every method's parameters; only those of the chosen method may be given. A name that is
+    # already an option above gets a --param- prefix; where two methods annotate one name
+    # differently the value is read as text and converted for the chosen method.
+    taken = set(run._option_string_actions)
+    by_name: dict[str, list[tuple[str, Any, Any]]] = {}
+    for method, params in method_parameters().items():
+        for p, (annotation, default) in params.items():
+            by_name.setdefault(p, []).append((method, annotation, default))
+    for p, owners in by_name.items():
+        flag = "--" + p.replace("_", "-")
+        flag = flag if flag not in taken else "--param-" + p.replace("_", "-")
+        annotation = owners[0][1] if len({repr(a) for _, a, _ in owners}) == 1 else str
+        _add(params_group, flag, f"method_params.{p}", annotation,
+             "; ".join(f"{m}: {_show(d)}" for m, _, d in owners))
     return parser
 
 
