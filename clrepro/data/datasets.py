@@ -1,13 +1,16 @@
 """MNIST and Fashion-MNIST as in-memory uint8 tensors.
 
 Lookup order for the files (torchvision's layout, ``<root>/<Name>/raw/*-ubyte``):
-an explicit ``data_dir`` or the ``CLREPRO_DATA`` environment variable, then the repository's
-``data/`` folder, then a checksummed download by torchvision (needs internet). Where the
-dataset folder carries a ``SHA256SUMS`` file (our prepared local copies do), every raw file is
-verified against it before use.
+an explicit ``data_dir`` or the ``CLREPRO_DATA`` environment variable (which must name an
+existing folder: a typo is an error, not a silent fall-back to another copy), then the
+repository's ``data/`` folder, then a checksummed download by torchvision (needs internet).
+Every raw file is verified before use against the genuine files' SHA-256 digests, which the
+package knows (GENUINE_SHA256), and against the folder's ``SHA256SUMS`` where there is one.
 
 ``python -m clrepro.data.datasets prepare SOURCE`` copies gzip'd IDX files (e.g. ../shared/data) into
-``data/``, decompressing them and verifying the checksums.
+``data/``, decompressing them and verifying the checksums. A target that is already complete and
+genuine is left alone (so a read-only ``data/`` is fine); a truncated or corrupt archive is named
+and leaves no partial file behind.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
+import zlib
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -33,6 +38,24 @@ RAW_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+
+
+# SHA-256 of the genuine decompressed IDX files (the same digests as ../shared/data/*/SHA256SUMS),
+# so a copy is verified even where no SHA256SUMS came with it.
+GENUINE_SHA256 = {
+    "MNIST": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    "FashionMNIST": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -80,23 +103,37 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_checksums(folder: Path) -> None:
-    """Check every file listed in folder/SHA256SUMS (files live in folder/raw/)."""
+def expected_digests(folder: Path) -> dict[str, str]:
+    """name → SHA-256 for the files of a dataset folder: the genuine digests when the folder is
+    one of ours (by name), and the folder's SHA256SUMS, which must not contradict them."""
+    expected = dict(GENUINE_SHA256.get(folder.name, {}))
     sums = folder / "SHA256SUMS"
-    if not sums.exists():
-        return
-    for line in sums.read_text().splitlines():
-        if not line.strip():
-            continue
-        expected, name = line.split()
-        path = folder / "raw" / name.lstrip("*")
+    if sums.exists():
+        for line in sums.read_text().splitlines():
+            if not line.strip():
+                continue
+            digest, name = line.split()
+            name = name.lstrip("*")
+            if expected.get(name, digest) != digest:
+                raise ChecksumError(f"{sums} lists {name} with a digest that is not the genuine file's")
+            expected[name] = digest
+    return expected
+
+
+def verify_checksums(folder: Path) -> bool:
+    """Check every raw file of folder (files live in folder/raw/) against expected_digests;
+    True when something was verified, False when there is nothing to verify against."""
+    expected = expected_digests(folder)
+    for name, digest in expected.items():
+        path = folder / "raw" / name
         if not path.exists():
-            raise ChecksumError(f"{path} is listed in {sums} but missing")
-        if _sha256(path) != expected:
+            raise ChecksumError(f"{path} is missing (expected with SHA-256 {digest[:12]}…)")
+        if _sha256(path) != digest:
             raise ChecksumError(
                 f"checksum mismatch for {path}: the file is corrupt or not the genuine "
                 f"dataset; delete it and run `make data` again"
             )
+    return bool(expected)
 
 
 def candidate_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -104,6 +141,8 @@ def candidate_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
     if data_dir is not None:
         roots.append(Path(data_dir))
     elif env := os.environ.get("CLREPRO_DATA"):
+        if not Path(env).is_dir():
+            raise DatasetNotFoundError(f"CLREPRO_DATA={env}: no such folder (unset it to use {REPO_ROOT / 'data'})")
         roots.append(Path(env))
     roots.append(REPO_ROOT / "data")
     return roots
@@ -176,30 +215,71 @@ def _missing_message(name: str, data_dir, error: Exception | None = None) -> str
     )
 
 
-def prepare(source: Path, target: Path = REPO_ROOT / "data") -> list[str]:
-    """Decompress <source>/<Name>/raw/*.gz into target/<Name>/raw/ and verify SHA256SUMS."""
-    prepared = []
+def prepare(source: Path, target: Path = REPO_ROOT / "data") -> dict[str, bool]:
+    """Decompress <source>/<Name>/raw/*.gz into target/<Name>/raw/ and verify every file.
+
+    Returns {folder: verified}. A target folder that is already complete and verifies is left
+    untouched (nothing is written, so a read-only data/ is fine). Each file is decompressed into
+    a unique temporary file and verified before it is renamed into place: a truncated or corrupt
+    archive raises ChecksumError naming it and leaves nothing behind."""
+    prepared = {}
     for folder in DATASETS.values():
         src = source / folder
         if not (src / "raw").is_dir():
             continue
         dst = target / folder
+        expected = expected_digests(src)
+        names = {gz.name[: -len(".gz")] for gz in (src / "raw").glob("*.gz")} | set(expected)
+        if all((dst / "raw" / name).exists() for name in names) and _verifies(dst, expected):
+            prepared[folder] = bool(expected)
+            continue
         (dst / "raw").mkdir(parents=True, exist_ok=True)
-        if (src / "SHA256SUMS").exists():
-            shutil.copyfile(src / "SHA256SUMS", dst / "SHA256SUMS")
         for gz in sorted((src / "raw").glob("*.gz")):
-            out = dst / "raw" / gz.name[: -len(".gz")]
-            if out.exists():
+            name = gz.name[: -len(".gz")]
+            out = dst / "raw" / name
+            if out.exists() and (name not in expected or _sha256(out) == expected[name]):
                 continue
-            tmp = out.with_suffix(".tmp")
-            with gzip.open(gz, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            os.replace(tmp, out)
-        verify_checksums(dst)
-        prepared.append(folder)
+            _decompress(gz, out, expected.get(name))
+        if (src / "SHA256SUMS").exists():
+            _copy_via_temp(src / "SHA256SUMS", dst / "SHA256SUMS")
+        prepared[folder] = verify_checksums(dst)
     if not prepared:
         raise DatasetNotFoundError(f"no dataset folders (MNIST/raw, FashionMNIST/raw) in {source}")
     return prepared
+
+
+def _verifies(folder: Path, expected: dict[str, str]) -> bool:
+    try:
+        if any(_sha256(folder / "raw" / name) != digest for name, digest in expected.items()):
+            return False
+        verify_checksums(folder)  # and its own SHA256SUMS, if it has one
+        return True
+    except (ChecksumError, OSError):
+        return False
+
+
+def _decompress(gz: Path, out: Path, digest: str | None) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with gzip.open(gz, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        if digest is not None and _sha256(Path(tmp)) != digest:
+            raise ChecksumError(f"{gz} decompresses to a file that is not the genuine {out.name} (checksum mismatch)")
+        os.replace(tmp, out)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ChecksumError(f"{gz} is truncated or corrupt ({error}); fetch it again") from error
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _copy_via_temp(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(src.read_bytes())
+        os.replace(tmp, dst)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,10 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         done = prepare(args.source, args.target)
-    except (DatasetNotFoundError, ChecksumError) as error:
+    except (DatasetNotFoundError, ChecksumError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"prepared {', '.join(done)} in {args.target} (checksums verified)")
+    for folder, verified in done.items():
+        state = "checksums verified" if verified else "NOT verified: no known checksums for this folder"
+        print(f"prepared {folder} in {args.target / folder} ({state})")
     return 0
 
 
