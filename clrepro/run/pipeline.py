@@ -256,6 +256,13 @@ def git_state(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
     return commit, not status.strip()
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _rendered_dir(profile: str, dirs: OutputDirs) -> Path:
     return NOTEBOOKS_DIR if profile == "paper" else dirs.root / "notebooks"
 
@@ -308,18 +315,42 @@ def render_status(profile: str = "paper"):
     return pd.DataFrame(rows, columns=["notebook", "commit", "clean", "finished", "minutes", "current", "reason"])
 
 
-def durations_markdown(stamps: dict) -> str:
-    """The README's table of render times, from the stamps (never typed)."""
-    lines = ["| notebook | minutes (last paper-profile render) | finished |", "|---|---:|---|"]
-    total = 0.0
+def run_cpu_hours(results_csv: Path) -> float | None:
+    """The sum of the per-run times recorded in a notebook's results file, in hours: what its
+    runs cost from an empty cache on one core (None when the file records no run times)."""
+    import pandas as pd
+
+    try:
+        rows = pd.read_csv(results_csv, dtype={"params": str}, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError):
+        return None
+    keys = [c for c in ("experiment", "method", "benchmark", "params", "seed") if c in rows.columns]
+    # A Class-IL run's Task-IL rows (scenario 'task', trained_as 'class') are the same run.
+    keys.append("trained_as" if "trained_as" in rows.columns else "scenario")
+    if "seconds" not in rows.columns or not set(keys) <= set(rows.columns):
+        return None
+    seconds = pd.to_numeric(rows.groupby(keys, dropna=False)["seconds"].first(), errors="coerce")
+    return float(seconds.sum()) / 3600 if seconds.notna().any() else None
+
+
+def durations_markdown(stamps: dict, results_dir: Path | None = None) -> str:
+    """The README's table of render times, from the stamps and the results (never typed)."""
+    results_dir = output_dirs("paper").results if results_dir is None else results_dir
+    lines = ["| notebook | minutes (last paper-profile render) | CPU-hours of its runs | finished | CPU cores |",
+             "|---|---:|---:|---|---:|"]
+    total, total_cpu = 0.0, 0.0
     for name in [p.stem for p in notebooks()]:
         stamp = stamps.get(name)
+        cpu = run_cpu_hours(results_dir / f"{name}.csv")
+        total_cpu += cpu or 0.0
+        cpu_text = "–" if cpu is None else f"{cpu:.1f}"
         if stamp is None or stamp.get("minutes") is None:
-            lines.append(f"| {name} | – | not rendered |")
+            lines.append(f"| {name} | – | {cpu_text} | not rendered | |")
             continue
         total += float(stamp["minutes"])
-        lines.append(f"| {name} | {float(stamp['minutes']):.1f} | {stamp.get('finished', '–')} |")
-    lines.append(f"| **total** | **{total:.1f}** ({total / 60:.1f} h) | |")
+        lines.append(f"| {name} | {float(stamp['minutes']):.1f} | {cpu_text} | {stamp.get('finished', '–')} "
+                     f"| {stamp.get('cores', 'not recorded')} |")
+    lines.append(f"| **total** | **{total:.1f}** ({total / 60:.1f} h) | **{total_cpu:.1f}** | | |")
     return "\n".join(lines)
 
 
@@ -392,7 +423,7 @@ def _render(notebook: Path, profile: str, device: str, force: bool, parameters: 
     digest = input_hash(notebook, parameters, extra)
     code_digest = input_hash(notebook, parameters, extra, code_only=True)
     rendered = rendered_dir / notebook.name
-    provenance = {"commit": commit, "clean": clean, "parameters": parameters}
+    provenance = {"commit": commit, "clean": clean, "parameters": parameters, "cores": _cores()}
     if not force and rendered.exists() and stamp.get("inputs") == digest:
         print(f"[skip] {notebook.stem}: unchanged since its last successful run", flush=True)
         return True

@@ -284,6 +284,10 @@ def test_durations_table_comes_from_the_stamps(tmp_path, monkeypatch):
     for name in ("a", "b", "summary"):
         make_notebook(nbdir / f"{name}.ipynb", "pass")
     monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
-    table = pipeline.durations_markdown({"a": {"minutes": 30.0, "finished": "T1"}, "summary": {"minutes": 0.5}})
-    assert "| a | 30.0 | T1 |" in table and "| b | – | not rendered |" in table
-    assert "**30.5** (0.5 h)" in table
+    (tmp_path / "a.csv").write_text("experiment,method,benchmark,params,seed,scenario,kind,seconds\n"
+                                    "a/x,sgd,pm,{},0,domain,R,1800\na/x,sgd,pm,{},0,domain,initial,1800\n"
+                                    "a/x,sgd,pm,{},1,domain,R,5400\n")
+    table = pipeline.durations_markdown({"a": {"minutes": 30.0, "finished": "T1"}, "summary": {"minutes": 0.5}},
+                                        results_dir=tmp_path)
+    assert "| a | 30.0 | 2.0 | T1 | not recorded |" in table and "| b | – | – | not rendered | |" in table
+    assert "**30.5** (0.5 h) | **2.0**" in table
