@@ -56,9 +56,12 @@ def paired(a: pd.Series, b: pd.Series) -> Test:
     diff = both["a"] - both["b"]
     if len(diff) == 0:
         return Test(float("nan"), float("nan"), "paired t", 0)
-    p = float(stats.ttest_rel(both["a"], both["b"]).pvalue) if len(diff) > 1 else float("nan")
-    if len(diff) > 1 and float(diff.std(ddof=1)) == 0.0:  # identical differences: the t statistic is undefined
+    if len(diff) < 2:
+        p = float("nan")
+    elif float(diff.std(ddof=1)) == 0.0:  # identical differences: the t statistic is undefined
         p = 0.0 if diff.iloc[0] != 0 else 1.0
+    else:
+        p = float(stats.ttest_rel(both["a"], both["b"]).pvalue)
     return Test(float(diff.mean()), p, "paired t", len(diff))
 
 
@@ -70,6 +73,22 @@ def unpaired(a: Sequence[float], b: Sequence[float]) -> Test:
         return Test(float("nan"), float("nan"), "Welch t", 0)
     p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else float("nan")
     return Test(float(a.mean() - b.mean()), p, "Welch t", min(len(a), len(b)))
+
+
+def one_sample(values: Sequence[float], reference: float = 0.0) -> Test:
+    """mean(values) − reference with a one-sample t-test, for one statistic per independent seed
+    (e.g. each seed's own Spearman ρ, so that checkpoints of one seed are not counted as independent)."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return Test(float("nan"), float("nan"), "one-sample t", 0)
+    if len(v) < 2:
+        p = float("nan")
+    elif float(v.std(ddof=1)) == 0.0:  # identical values: the t statistic is undefined
+        p = 0.0 if v[0] != reference else 1.0
+    else:
+        p = float(stats.ttest_1samp(v, reference).pvalue)
+    return Test(float(v.mean() - reference), p, "one-sample t", len(v))
 
 
 def trend(x: Sequence[float], y: Sequence[float]) -> Test:

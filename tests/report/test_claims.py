@@ -22,6 +22,14 @@ def test_paired_aligns_on_seeds():
     assert claims.paired(a, b).effect == pytest.approx(1.0) and claims.paired(a, b).p == 0.0
 
 
+def test_one_sample_tests_the_mean_against_a_reference():
+    rho = [0.90, 0.92, 0.88, 0.91, np.nan]  # one ρ per seed; a seed without one drops out
+    test = claims.one_sample(rho)
+    assert test.effect == pytest.approx(0.9025) and test.p < 1e-4 and test.n == 4 and test.test == "one-sample t"
+    assert claims.one_sample([0.5, 0.5], reference=0.5).p == 1.0
+    assert math.isnan(claims.one_sample([np.nan]).effect)
+
+
 def test_holm():
     adjusted = claims.holm([0.01, 0.04, np.nan, 0.03])
     assert adjusted[0] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.06)
