@@ -46,9 +46,11 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 SUMMARY = "summary"
 README_START, README_END = "<!-- summary:start -->", "<!-- summary:end -->"
 DURATIONS_START, DURATIONS_END = "<!-- durations:start -->", "<!-- durations:end -->"
-# The kernel's own log (e.g. its "running over TCP without encryption" warning, once per
-# notebook) would bury the one progress line per notebook; errors still come through.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# The kernel's own log (its "running over TCP without encryption" warning once per notebook, and
+# an ERROR-level "KeyboardInterrupt caught" when papermill shuts it down) would bury the one
+# progress line per notebook. A failing cell or a dead kernel still fails the render through
+# papermill, with the cell named.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
