@@ -9,7 +9,7 @@ PACKAGE = Path(clrepro.__file__).parent
 # Lower rank = earlier stage; a module may import only from its own stage or earlier ones.
 RANKS = {
     "paths": 0, "config": 0, "data": 1, "models": 2, "methods": 3, "experiment": 4, "metrics": 4,
-    "train": 5, "report": 6, "run": 7, "cli": 8, "__main__": 8, "lm": 8, "analysis": 8,
+    "train": 5, "lockstep": 5, "report": 6, "run": 7, "cli": 8, "__main__": 8, "lm": 8, "analysis": 8,
 }
 
 
