@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= paper
+# Optional dependency groups installed into .venv (CI adds ray, to test the Ray executor).
+EXTRAS ?= dev
 DEVICE ?= auto
 SHARED_DATA ?= ../shared/data
 NOTEBOOK_TESTS := build/nbtest
@@ -15,11 +17,12 @@ test: lint unit notebooks  ## ruff, pytest, every notebook at the smoke profile 
 
 # ONLY="replay lwf": those notebooks only; SEEDS=10: seeds per experiment; FORCE=1: re-run unchanged
 # notebooks; ALLOW_DIRTY=1: a paper render from uncommitted changes (the stamps record it);
-# WAIT=0: give up at once instead of waiting for another render of the same notebook.
+# WAIT=0: give up at once instead of waiting for another render of the same notebook;
+# EXECUTOR=ray: the runs as Ray tasks (RAY_ADDRESS: a cluster; needs `pip install -e '.[ray]'`).
 reproduce: venv data  ## run every notebook at PROFILE (paper) and refresh results/, figures/, README
 	$(BIN)/python -m clrepro.run.pipeline reproduce --profile $(PROFILE) --device $(DEVICE) $(if $(FORCE),--force) \
 		$(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--n-seeds $(SEEDS)) $(if $(ALLOW_DIRTY),--allow-dirty) \
-		$(if $(WAIT),--wait $(WAIT))
+		$(if $(WAIT),--wait $(WAIT)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 
 check-renders: venv  ## which rendered notebooks are stale (exit 1 if any); not part of `make test`
 	$(BIN)/python -m clrepro.run.pipeline check-renders --profile $(PROFILE)
@@ -38,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or pass PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 # The local dataset copy beside the checkout, when there is one; otherwise the first use

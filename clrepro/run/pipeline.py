@@ -41,6 +41,7 @@ from pathlib import Path
 from clrepro.config import ConfigError
 from clrepro.paths import REPO_ROOT, OutputDirs, code_hash, output_dirs
 from clrepro.run.profiles import PROFILES, get_profile, resolve_device
+from clrepro.run.ray_executor import EXECUTORS, executor_from_env
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 SUMMARY = "summary"
@@ -547,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--wait", type=_seconds, default=None, metavar="SECONDS",
                      help="how long to wait for another render of the same notebook (default: as long as it "
                           "takes; 0: give up at once)")
+    rep.add_argument("--executor", choices=EXECUTORS, default=None,
+                     help="where the notebooks' runs execute: 'process' (a pool of worker processes on this "
+                          "machine, the default) or 'ray' (Ray tasks on the cluster at RAY_ADDRESS, else a local "
+                          "Ray); same results, same run cache (default: CLREPRO_EXECUTOR, else process)")
     prose = sub.add_parser("prose", help="copy the markdown of edited notebooks into the rendered "
                            "ones in notebooks/ (same code cells), executing nothing")
     prose.add_argument("sources", nargs="+", type=Path, help="edited .ipynb files")
@@ -566,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "reproduce":
+        # The kernels inherit the environment; the executor changes where runs execute, never
+        # their results, so it is not part of a render's inputs.
+        os.environ["CLREPRO_EXECUTOR"] = executor_from_env(args.executor)
         return reproduce(args.profile, args.device, args.force, args.only, args.n_seeds,
                          allow_dirty=args.allow_dirty, wait=args.wait)
     if args.command == "prose":

@@ -48,7 +48,9 @@ from clrepro.methods import method_class
 from clrepro.paths import PACKAGE_DIR, REPO_ROOT, files_hash
 from clrepro.report import results
 from clrepro.report.results import read_results, run_rows, store
+from clrepro.run import ray_executor
 from clrepro.run.profiles import Profile, resolve_device
+from clrepro.run.ray_executor import executor_from_env
 from clrepro.train import run
 
 
@@ -226,14 +228,23 @@ def _parse_entry(data: bytes) -> tuple[str | None, pd.DataFrame | None]:
     return None, rows
 
 
-def _execute(experiment: Experiment, seed: int, device: str, progress: bool = False) -> pd.DataFrame:
-    """Train one run (single-threaded on CPU, so results do not depend on the core count)."""
+def train_rows(experiment: Experiment, seed: int, device: str, progress: bool = False) -> pd.DataFrame:
+    """Train one run and return its rows, writing nothing (single-threaded on CPU, so results do
+    not depend on the core count). What every executor runs."""
     if device == "cpu":
         torch.set_num_threads(1)
-    rows = run_rows(run(experiment, seed, device=device, progress=progress))
+    return run_rows(run(experiment, seed, device=device, progress=progress))
+
+
+def _cache(experiment: Experiment, seed: int, device: str, rows: pd.DataFrame) -> pd.DataFrame:
     if (path := _cache_path(experiment, seed, device)) is not None:
         write_entry(rows, path)
     return rows
+
+
+def _execute(experiment: Experiment, seed: int, device: str, progress: bool = False) -> pd.DataFrame:
+    """Train one run and cache its rows."""
+    return _cache(experiment, seed, device, train_rows(experiment, seed, device, progress))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,11 +324,13 @@ def default_jobs(device: str, profile: Profile) -> int:
 def run_experiments(
     experiments: Experiment | Iterable[Experiment], profile: Profile, device: str = "auto",
     seeds: list[int] | None = None, progress: bool = True, store_in: Path | None = None,
-    jobs: int | None = None,
+    jobs: int | None = None, executor: str | None = None,
 ) -> pd.DataFrame:
     """Every experiment (shrunk to the profile) × every seed; returns the tidy rows and, with
     store_in, replaces those experiments' rows in that results CSV. Runs not in the cache are
-    spread over `jobs` worker processes (default: default_jobs)."""
+    spread over `jobs` worker processes (default: default_jobs), or handed to Ray as tasks with
+    executor='ray' (default: CLREPRO_EXECUTOR, else the process pool; see run/ray_executor.py)."""
+    executor = executor_from_env(executor)
     experiments = [experiments] if isinstance(experiments, Experiment) else list(experiments)
     device = resolve_device(device)
     seeds = profile.seeds if seeds is None else seeds
@@ -338,7 +351,8 @@ def run_experiments(
         frames[i] = rows
         bar.update(1)
 
-    _run_todo([jobs_list[i] for i in todo], todo, device, jobs or default_jobs(device, profile), progress, done)
+    _run_todo([jobs_list[i] for i in todo], todo, device, jobs or default_jobs(device, profile), progress, done,
+              executor)
     bar.close()
     rows = pd.concat(frames, ignore_index=True)
     if store_in is not None:
@@ -347,10 +361,16 @@ def run_experiments(
 
 
 def _run_todo(runs: list[tuple[Experiment, int]], ids: list[int], device: str, jobs: int, progress: bool,
-              done: Callable[[int, pd.DataFrame], None]) -> None:
+              done: Callable[[int, pd.DataFrame], None], executor: str = "process") -> None:
     """Compute the runs not found in the cache, calling done(id, rows) as each finishes (in any
-    order): in this process for one job, otherwise on a pool of min(jobs, runs) workers. Another
-    way of executing runs (several seeds at once, another executor) belongs here."""
+    order): in this process for one job, otherwise on a pool of min(jobs, runs) workers, or as
+    Ray tasks. Every path caches what it computed."""
+    if executor == "ray" and runs:
+        calls = [(experiment, seed, device) for experiment, seed in runs]
+        for k, rows in ray_executor.execute(train_rows, calls, device, n_cpus=jobs):
+            experiment, seed = runs[k]
+            done(ids[k], _cache(experiment, seed, device, rows))
+        return
     workers = min(jobs, len(runs))
     if workers <= 1:
         for i, (experiment, seed) in zip(ids, runs, strict=True):
