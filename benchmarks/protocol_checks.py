@@ -1,0 +1,94 @@
+"""The small protocol checks of issue 16 (§4, §5), two seeds each, written to results/protocol_checks.csv.
+
+The notebooks' protocol prose quotes these numbers (tests/test_prose_numbers.py traces them here):
+- lwf_class:   LwF in Class-IL with van de Ven & Tolias's loss as coded, on van de Ven's protocol
+               (published 23.85) and on Hsu's schedule (published 24.17)
+- lwf_hsu:     the same loss in Hsu's Task-IL and Domain-IL (published 99.60, 71.02)
+- adam_reset:  fine-tuning Task-IL on van de Ven's protocol, Adam reset at every task or created
+               once (published 87.19)
+- elrd:        bag of tricks, Split Fashion-MNIST, buffer 200: ELrD as the authors code it (γ per
+               stream example), per step instead (γ^(N/10)), and off; with and without BiC
+- rotation:    DER R-MNIST (20 tasks), SGD and ER-200, nearest vs bilinear rotation
+
+Each run is clrepro.train.run on the setups of clrepro/report/setups.csv (single thread, CPU,
+bit-identical per seed). Run: `.venv/bin/python benchmarks/protocol_checks.py [--only elrd ...]`
+(about 25 CPU-minutes for all; the file keeps the rows of the checks not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clrepro.report.results import atomic_write_csv
+from clrepro.report.setups import experiment, setup
+from clrepro.train import run
+
+OUT = Path(__file__).resolve().parents[1] / "results" / "protocol_checks.csv"
+SEEDS = (0, 1)
+
+
+def checks() -> dict[str, list[tuple[str, object]]]:
+    """check → [(variant label, experiment)]."""
+    er_t = setup("tricks", "split_fashion_mnist", "er", "class", buffer_size=200, variant="ER+T")
+    er = er_t.experiment("checks/elrd").with_(method_params={"lr_decay": 1.0, "sampling": "reservoir"})
+    vdv_sgd = experiment("checks/adam", "vandeven", "split_mnist", "finetune", "task")
+    return {
+        "lwf_class": [
+            ("van de Ven protocol", experiment("checks/lwf", "vandeven", "split_mnist", "lwf", "class")),
+            ("Hsu schedule", experiment("checks/lwf", "hsu", "split_mnist", "lwf", "class")),
+        ],
+        "lwf_hsu": [(s, experiment("checks/lwf", "hsu", "split_mnist", "lwf", s)) for s in ("task", "domain")],
+        "adam_reset": [
+            ("Adam reset every task", vdv_sgd.with_(train={"reset_optimizer": True})),
+            ("one Adam for all tasks", vdv_sgd),
+        ],
+        "elrd": [
+            ("ER+BiC", er),
+            ("ER+BiC+ELrD per example (code)", er.with_(method_params={"lr_decay": 0.99995})),
+            ("ER+BiC+ELrD per step", er.with_(method_params={"lr_decay": 0.99995 ** 0.1})),
+            ("ER", er.with_(method_params={"bias_control": False})),
+            ("ER+ELrD", er.with_(method_params={"bias_control": False, "lr_decay": 0.99995})),
+        ],
+        "rotation": [
+            (f"{method} {interpolation}",
+             experiment("checks/rotation", "der", "rotated_mnist", method, "domain",
+                        buffer_size=buffer, interpolation=interpolation))
+            for method, buffer in (("finetune", None), ("er", 200)) for interpolation in ("nearest", "bilinear")
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="checks to run (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    selected = {k: v for k, v in checks().items() if not args.only or k in args.only}
+    old = pd.read_csv(OUT) if OUT.exists() else pd.DataFrame()
+    records = []
+    for check, variants in selected.items():
+        for label, exp in variants:
+            for seed in SEEDS:
+                started = time.process_time()
+                result = run(exp, seed)
+                acc = float(np.nanmean(result.accuracy[-1]))
+                R = result.accuracy
+                records.append({"check": check, "variant": label, "seed": seed, "acc": round(acc, 2),
+                                "final_row": " ".join(f"{a:.1f}" for a in R[-1]),
+                                "diagonal": " ".join(f"{R[i, i]:.1f}" for i in range(len(R))),
+                                "cpu_seconds": round(time.process_time() - started, 1), "experiment": exp.to_json()})
+                print(f"{check:11s} {label:32s} seed {seed}: ACC {acc:.2f}", flush=True)
+    frame = pd.DataFrame.from_records(records)
+    if len(old):
+        frame = pd.concat([old[~old["check"].isin(selected)], frame], ignore_index=True)
+    atomic_write_csv(frame, OUT)
+
+
+if __name__ == "__main__":
+    main()
