@@ -132,3 +132,12 @@ def test_a_seed_trains_the_same_whichever_seeds_share_its_batch(case):
     two = snapshots(lambda hook: run_lockstep(exp, [0, 5], after_task=hook))
     for t in range(3):
         assert all(torch.equal(p, q) for p, q in zip(three[3 * t], two[2 * t], strict=True))
+
+
+@needs_mnist
+def test_learning_curves_are_recorded_as_in_one_seed_runs():
+    exp = experiment("l2", epochs=2, eval_every=1)
+    for lock, seed in zip(run_lockstep(exp, SEEDS[:2]), SEEDS[:2], strict=True):
+        single = run(exp, seed)
+        assert [c[:3] for c in lock.curves] == [c[:3] for c in single.curves]
+        np.testing.assert_allclose([c[3] for c in lock.curves], [c[3] for c in single.curves], atol=ACCURACY_TOL)
