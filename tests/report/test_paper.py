@@ -112,3 +112,20 @@ def test_replication_table_has_one_row_per_published_number():
 def test_row_labels_name_buffer_and_parameters():
     label = paper.row_label("replay/x", "der", '{"buffer_size": 200, "alpha": 0.2}', "acc", "class")
     assert label == "replay/x · der (buffer 200, alpha=0.2) · class-IL · acc"
+
+
+def test_protocol_rows_of_issue_16():
+    table = paper.paper_numbers()
+    # DER-protocol Task-IL rows are Class-IL runs masked at test, the paper's protocol: nothing says ours differs
+    til = table[(table["experiment"] == "replay/der_smnist_til")
+                | (table["experiment"].isin(["lwf/der", "pnn/smnist"]) & (table["scenario"] == "task"))]
+    assert len(til) == 11 + 3 + 3 and (til["protocol"] == "paper").all()
+    assert not til["note"].str.contains("trains masked|masks only at test").any()
+    # the cumulative chain's ER row runs ER+T's replay minibatch: it differs, the plain-ER row is the home
+    er = table[table["id"] == "tricks20-t1/sfmnist-class/er-200/acc"].set_index("experiment")
+    assert er.loc["replay/tricks_buffers", "home"] == "yes" and er.loc["replay/tricks_cumulative", "home"] == "no"
+    assert er.loc["replay/tricks_cumulative", "protocol"].startswith("differs: replay minibatch 32")
+    # pnn's Class-IL rows point to the same published numbers as the replay notebook's (one id each)
+    pnn = table[(table["experiment"] == "pnn/smnist") & (table["scenario"] == "class")].set_index("method")
+    assert pnn.loc["finetune", "id"] == "der20-t2/smnist-class/sgd/acc" and pnn.loc["finetune", "home"] == "no"
+    assert pnn.loc["online_ewc", "value"] == 20.46 and pnn.loc["online_ewc", "home"] == "yes"
