@@ -24,9 +24,9 @@ one-seed path. (On CUDA, draws a method makes on the device's own generator, e.g
 Fisher, are not kept apart per seed: still random, but not the one-seed run's draws.)
 
 Supported (lockstep_supported): the MLP without dropout; fine-tuning, L2, EWC / online EWC,
-ER (reservoir or balanced sampling, no lr decay), DER, DER++ and A-GEM. Everything else (LwF, OGD,
-PNN, sharpening, joint, the ResNet) runs one seed at a time (run_lockstep falls back to
-clrepro.train.run).
+ER (reservoir or balanced sampling, no lr decay), DER, DER++, A-GEM and LwF (every loss variant,
+without warm-up). Everything else (OGD, PNN, sharpening, joint, the ResNet) runs one seed at a time
+(run_lockstep falls back to clrepro.train.run).
 """
 
 from __future__ import annotations
@@ -70,9 +70,13 @@ def _er_supported(params) -> bool:
     return params.sampling != "loss_aware" and params.lr_decay == 1.0
 
 
+def _lwf_supported(params) -> bool:
+    return params.warmup_steps == 0  # the warm-up freezes all but the head: not batched (yet)
+
+
 SUPPORTED: dict[str, Callable[[object], bool]] = {
     "finetune": _always, "l2": _always, "ewc": _always, "online_ewc": _always,
-    "er": _er_supported, "der": _always, "derpp": _always, "agem": _always,
+    "er": _er_supported, "der": _always, "derpp": _always, "agem": _always, "lwf": _lwf_supported,
 }
 
 
@@ -95,11 +99,11 @@ class StackedMLP:
     every weight gradient into place, which took a third of the step at batch 10.
     """
 
-    def __init__(self, models: list[nn.Module]) -> None:
+    def __init__(self, models: list[nn.Module], trainable: bool = True) -> None:
         self.names = [name for name, _ in models[0].named_parameters()]
         self.transposed = [p.dim() == 2 for _, p in models[0].named_parameters()]
         self.params = [
-            self.stack([dict(m.named_parameters())[name].detach() for m in models], k).requires_grad_(True)
+            self.stack([dict(m.named_parameters())[name].detach() for m in models], k).requires_grad_(trainable)
             for k, name in enumerate(self.names)
         ]
         index = {name: i for i, name in enumerate(self.names)}
@@ -265,6 +269,32 @@ def _der_after_step(methods: list[Method], step: _Step, stream_logits: torch.Ten
             m.buffer.add(step.x[s], step.y[s], step.task, logits=stream_logits[s])
 
 
+def _lwf_loss(net: StackedMLP, methods: list[Method], step: _Step, teacher: StackedMLP | None) -> torch.Tensor:
+    """LwF for every seed with the method's own pieces (new_task_logits, distillation_loss) on the
+    seeds' rows laid end to end. Every term of LwF's loss is a mean over the batch's rows (the
+    cross-entropy, the distillation's mean or batchmean, /K for reduction 'batch_classes'), with
+    weights that do not depend on the seed, so S × (the loss over all S·B rows) = Σ_s loss_s: each
+    seed's gradient is its own loss's."""
+    m = methods[0]
+    n_seeds = step.y.shape[0]
+    out = net(step.x).flatten(0, 1)
+    new = F.cross_entropy(m.new_task_logits(out, step.task), step.y.flatten())
+    if teacher is None or m.params.lam_o == 0:
+        return n_seeds * new
+    with torch.no_grad():
+        old_out = teacher(step.x).flatten(0, 1)
+    old = m.distillation_loss(out, old_out, step.task)
+    if m.params.weighting == "relative":  # as LwF.loss
+        w = 1.0 / (step.task + 1)
+        return n_seeds * (w * new + (1 - w) * m.params.lam_o * old)
+    return n_seeds * (new + m.params.lam_o * old)
+
+
+def _lwf_after_step(methods: list[Method], step: _Step, stream_logits: torch.Tensor | None) -> None:
+    for m in methods:
+        m.after_step(step)  # LwF counts the steps of the task (its batch argument is not read)
+
+
 def _quadratic_transform(net: StackedMLP, seeds: list[_Seed]) -> Callable[[], None] | None:
     """QuadraticPenalty.transform_gradients on the stacked tensors: grad += 2·c·λ·A (θ − μ)."""
     methods = [st.method for st in seeds]
@@ -332,8 +362,8 @@ def _transform(net: StackedMLP, seeds: list[_Seed]):
 
 
 LOSSES = {"finetune": _plain_loss, "l2": _plain_loss, "ewc": _plain_loss, "online_ewc": _plain_loss,
-          "agem": _plain_loss, "er": _er_loss, "der": _der_loss, "derpp": _der_loss}
-AFTER_STEP = {"er": _er_after_step, "der": _der_after_step, "derpp": _der_after_step}
+          "agem": _plain_loss, "er": _er_loss, "der": _der_loss, "derpp": _der_loss, "lwf": _lwf_loss}
+AFTER_STEP = {"er": _er_after_step, "der": _der_after_step, "derpp": _der_after_step, "lwf": _lwf_after_step}
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -386,6 +416,9 @@ def run_lockstep(
                 if st.diverged_at is None:
                     with _own_rng(st):  # the hook sees the float tensors train.run gives it
                         st.method.begin_task(task, *task.train_tensors(device))
+        # LwF: the seeds' teachers (frozen copies made by begin_task), stacked like the student
+        teachers = [getattr(m, "teacher", None) for m in methods]
+        teacher = None if any(tm is None for tm in teachers) else StackedMLP(teachers, trainable=False)
         if optimizer is None or cfg.reset_optimizer:
             optimizer = _make_optimizer(net.params, cfg)
             for m in methods:  # keeps each method's own bookkeeping (e.g. ER's batch size for BiC)
@@ -409,7 +442,7 @@ def run_lockstep(
             step = _Step(to_float(x_all.index_select(0, rows), device).view(*shape, x_all.shape[1]),
                          y_all.index_select(0, rows).to(device).view(shape), t)
             optimizer.zero_grad(set_to_none=True)
-            out = loss_fn(net, methods, step)
+            out = loss_fn(net, methods, step, teacher) if loss_fn is _lwf_loss else loss_fn(net, methods, step)
             loss, stream_logits = out if isinstance(out, tuple) else (out, None)
             loss.backward()
             if transform is not None:

@@ -36,6 +36,10 @@ CASES = {
     "der": ({"buffer_size": 50, "minibatch_size": 10, "alpha": 0.5}, "class", {}),
     "derpp": ({"buffer_size": 50, "minibatch_size": 16, "alpha": 0.5, "beta": 0.5}, "task", {}),
     "agem": ({"buffer_size": 60, "ref_batch": 16}, "class", {}),
+    "lwf": ({"lam_o": 1.0, "temperature": 2.0}, "task", {}),
+    "lwf-vandeven": ({"distil_units": "seen", "pad_teacher": True, "reduction": "batch_classes", "form": "ce",
+                      "weighting": "relative", "ce_units": "seen"}, "class",
+                     {"optimizer": "adam", "lr": 1e-3, "reset_optimizer": False}),
 }
 
 
@@ -56,7 +60,8 @@ def snapshots(runner) -> list[list[torch.Tensor]]:
 
 
 @needs_mnist
-@pytest.mark.parametrize("case", ["finetune", "finetune-adam", "ewc", "online_ewc", "der", "derpp", "er", "agem"])
+@pytest.mark.parametrize("case", ["finetune", "finetune-adam", "ewc", "online_ewc", "der", "derpp", "er", "agem",
+                                  "lwf", "lwf-vandeven"])
 def test_parameters_agree_with_one_seed_runs_after_the_first_steps(case):
     exp = experiment(case, epochs=None, iterations=5)
     lock = snapshots(lambda hook: run_lockstep(exp, SEEDS, after_task=hook))
@@ -112,6 +117,7 @@ def test_what_runs_in_lockstep():
     assert not lockstep_supported(experiment("er").with_(method_params={"sampling": "loss_aware"}))
     assert not lockstep_supported(experiment("er").with_(method_params={"lr_decay": 0.999}))
     assert not lockstep_supported(experiment("finetune").with_(method="pnn", method_params={}))
+    assert not lockstep_supported(experiment("lwf").with_(method_params={"warmup_steps": 10}))
 
 
 @needs_mnist
