@@ -276,7 +276,8 @@ def headline(replication: pd.DataFrame, published: pd.DataFrame | None = None) -
     if c["retuned"]:
         text += f"; {c['retuned']} re-tuned row(s) shown beside their published configuration, not counted"
     if published is not None:
-        missing = published[published["home"] == "yes"]["id"].nunique() - len(replication)
+        with_result = replication.loc[~replication["verdict"].isin(["not run"]), "id"]
+        missing = published.loc[published["home"] == "yes", "id"].nunique() - with_result.nunique()
         if missing > 0:
             text += f"; {missing} published number(s) without a result yet"
     return text + f". Tolerance policy of {POLICY_FIXED}."

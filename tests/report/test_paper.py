@@ -129,3 +129,13 @@ def test_protocol_rows_of_issue_16():
     pnn = table[(table["experiment"] == "pnn/smnist") & (table["scenario"] == "class")].set_index("method")
     assert pnn.loc["finetune", "id"] == "der20-t2/smnist-class/sgd/acc" and pnn.loc["finetune", "home"] == "no"
     assert pnn.loc["online_ewc", "value"] == 20.46 and pnn.loc["online_ewc", "home"] == "yes"
+
+
+def test_headline_counts_a_home_row_that_was_not_run_as_without_a_result():
+    rows = pd.concat([fake_rows(s, (53.9 + 0.01 * s, 64.0)) for s in range(3)])
+    # "nb/exp" has runs but not of this method: its home row is in the table as "not run"
+    table = pd.concat([_table([("x", "nb/exp", "paper", "yes")]),
+                       _table([("z", "nb/exp", "paper", "yes")]).assign(method="ewc")], ignore_index=True)
+    rep = paper.replication_table(paper.compare(rows, table))
+    assert set(rep["id"]) == {"x", "z"} and "not run" in set(rep["verdict"])
+    assert "1 published number(s) without a result" in paper.headline(rep, table)
