@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from clrepro.data.streams import source_dataset
 from clrepro.experiment import Experiment
+from clrepro.lockstep import lockstep_supported, run_lockstep
 from clrepro.methods import method_class
 from clrepro.paths import PACKAGE_DIR, REPO_ROOT, files_hash
 from clrepro.report import results
@@ -88,16 +89,28 @@ def run_code_files(method: str) -> set[Path]:
     return files
 
 
-def run_code_hash(method: str) -> str:
-    return files_hash(run_code_files(method))
+def run_code_hash(method: str, lockstep: bool = False) -> str:
+    files = run_code_files(method)
+    return files_hash(files | {PACKAGE_DIR / "lockstep.py"} if lockstep else files)
+
+
+def uses_lockstep(experiment: Experiment) -> bool:
+    """Whether this experiment's seeds train in lockstep (clrepro.lockstep): wherever the method
+    supports it, unless CLREPRO_LOCKSTEP=off. A lockstep run matches its one-seed run only to
+    float rounding, so the path is part of the run's identity (its cache key), and it is decided
+    by the experiment alone: a seed computed alone or with others gives the same rows."""
+    return os.environ.get("CLREPRO_LOCKSTEP", "on").lower() not in ("off", "0") and lockstep_supported(experiment)
 
 
 def cache_key(experiment: Experiment, seed: int, device: str, data_dir: str | None = None) -> str:
-    """The run's identity: experiment, seed, device, the code it executes, and the data it was
-    trained and tested on (a digest of the tensors as loaded, so runs on a modified data folder
-    are never served for the genuine data, or the other way round)."""
+    """The run's identity: experiment, seed, device, the code it executes (and the path: one seed
+    or seeds in lockstep), and the data it was trained and tested on (a digest of the tensors as
+    loaded, so runs on a modified data folder are never served for the genuine data, or the
+    other way round)."""
     data = source_dataset(experiment.benchmark, data_dir).digest
-    text = f"{experiment.to_json()}|{seed}|{device}|{run_code_hash(experiment.method)}|{data}"
+    lockstep = uses_lockstep(experiment)
+    code = run_code_hash(experiment.method, lockstep) + ("|lockstep" if lockstep else "")
+    text = f"{experiment.to_json()}|{seed}|{device}|{code}|{data}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -230,10 +243,20 @@ def _parse_entry(data: bytes) -> tuple[str | None, pd.DataFrame | None]:
 
 def train_rows(experiment: Experiment, seed: int, device: str, progress: bool = False) -> pd.DataFrame:
     """Train one run and return its rows, writing nothing (single-threaded on CPU, so results do
-    not depend on the core count). What every executor runs."""
+    not depend on the core count)."""
     if device == "cpu":
         torch.set_num_threads(1)
     return run_rows(run(experiment, seed, device=device, progress=progress))
+
+
+def train_unit(experiment: Experiment, seeds: list[int], device: str, progress: bool = False) -> list[pd.DataFrame]:
+    """What every executor runs: the seeds of one experiment, in lockstep where the experiment
+    uses it (uses_lockstep), else one at a time; the rows of each seed, writing nothing."""
+    if not uses_lockstep(experiment):
+        return [train_rows(experiment, seed, device, progress) for seed in seeds]
+    if device == "cpu":
+        torch.set_num_threads(1)
+    return [run_rows(result) for result in run_lockstep(experiment, seeds, device=device)]
 
 
 def _cache(experiment: Experiment, seed: int, device: str, rows: pd.DataFrame) -> pd.DataFrame:
@@ -242,9 +265,6 @@ def _cache(experiment: Experiment, seed: int, device: str, rows: pd.DataFrame) -
     return rows
 
 
-def _execute(experiment: Experiment, seed: int, device: str, progress: bool = False) -> pd.DataFrame:
-    """Train one run and cache its rows."""
-    return _cache(experiment, seed, device, train_rows(experiment, seed, device, progress))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,24 +380,47 @@ def run_experiments(
     return rows
 
 
+def _units(runs: list[tuple[Experiment, int]], ids: list[int]) -> list[tuple[Experiment, list[int], list[int]]]:
+    """(experiment, seeds, ids): the seeds of an experiment that trains in lockstep form one unit
+    (in the order they come); every other run is a unit of its own."""
+    units: list[tuple[Experiment, list[int], list[int]]] = []
+    grouped: dict[str, int] = {}
+    for i, (experiment, seed) in zip(ids, runs, strict=True):
+        key = f"{experiment.name}|{experiment.to_json()}"
+        if uses_lockstep(experiment) and key in grouped:
+            units[grouped[key]][1].append(seed)
+            units[grouped[key]][2].append(i)
+            continue
+        if uses_lockstep(experiment):
+            grouped[key] = len(units)
+        units.append((experiment, [seed], [i]))
+    return units
+
+
 def _run_todo(runs: list[tuple[Experiment, int]], ids: list[int], device: str, jobs: int, progress: bool,
               done: Callable[[int, pd.DataFrame], None], executor: str = "process") -> None:
     """Compute the runs not found in the cache, calling done(id, rows) as each finishes (in any
-    order): in this process for one job, otherwise on a pool of min(jobs, runs) workers, or as
-    Ray tasks. Every path caches what it computed."""
-    if executor == "ray" and runs:
-        calls = [(experiment, seed, device) for experiment, seed in runs]
-        for k, rows in ray_executor.execute(train_rows, calls, device, n_cpus=jobs):
-            experiment, seed = runs[k]
-            done(ids[k], _cache(experiment, seed, device, rows))
+    order). The work comes in units (an experiment's seeds in lockstep, or one run): in this
+    process for one job, otherwise on a pool of min(jobs, units) workers, or as Ray tasks. This
+    process writes the cache, whichever executor computed the rows."""
+    units = _units(runs, ids)
+
+    def finish(unit: tuple[Experiment, list[int], list[int]], frames: list[pd.DataFrame]) -> None:
+        experiment, seeds, unit_ids = unit
+        for seed, i, rows in zip(seeds, unit_ids, frames, strict=True):
+            done(i, _cache(experiment, seed, device, rows))
+
+    if executor == "ray" and units:
+        calls = [(experiment, seeds, device) for experiment, seeds, _ in units]
+        for k, frames in ray_executor.execute(train_unit, calls, device, n_cpus=jobs):
+            finish(units[k], frames)
         return
-    workers = min(jobs, len(runs))
+    workers = min(jobs, len(units))
     if workers <= 1:
-        for i, (experiment, seed) in zip(ids, runs, strict=True):
-            done(i, _execute(experiment, seed, device, progress=progress and len(runs) == 1))
+        for unit in units:
+            finish(unit, train_unit(unit[0], unit[1], device, progress=progress and len(runs) == 1))
         return
     with worker_pool(workers) as pool:
-        futures = {pool.submit(_execute, experiment, seed, device): i
-                   for i, (experiment, seed) in zip(ids, runs, strict=True)}
+        futures = {pool.submit(train_unit, unit[0], unit[1], device): unit for unit in units}
         for future in as_completed(futures):
-            done(futures[future], future.result())
+            finish(futures[future], future.result())

@@ -24,6 +24,7 @@ def test_run_code_hash_covers_the_method_chain_only():
 
 def test_cache_hit_returns_the_same_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path))
+    monkeypatch.setenv("CLREPRO_LOCKSTEP", "off")  # count one-seed runs
     calls = []
     real_run = runner.run
 
@@ -72,6 +73,7 @@ TINY = Experiment("test/damage", BenchmarkConfig("split_mnist", "task", n_tasks=
 
 
 def _counting(monkeypatch):
+    monkeypatch.setenv("CLREPRO_LOCKSTEP", "off")  # count one-seed runs
     calls = []
     real_run = runner.run
 
@@ -225,7 +227,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_exit_when_the_parent_is_killed():
-    env = {**os.environ, "CLREPRO_CACHE": "off", "CLREPRO_QUIET": "1"}
+    env = {**os.environ, "CLREPRO_CACHE": "off", "CLREPRO_QUIET": "1", "CLREPRO_LOCKSTEP": "off"}  # 4 units
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, env=env)
     try:
         pid = int(parent.stdout.readline())
@@ -246,3 +248,19 @@ def test_workers_exit_when_the_parent_is_killed():
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_an_experiment_in_lockstep_is_one_unit_and_caches_every_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path))
+    other = TINY.with_(name="test/other", method="pnn")  # PNN: one seed at a time
+    assert runner.uses_lockstep(TINY) and not runner.uses_lockstep(other)
+    runs = [(TINY, 0), (other, 0), (TINY, 1), (other, 1)]
+    units = runner._units(runs, [0, 1, 2, 3])
+    assert [(u[0].name, u[1], u[2]) for u in units] == [
+        ("test/damage", [0, 1], [0, 2]), ("test/other", [0], [1]), ("test/other", [1], [3])]
+    rows = runner.run_experiments(TINY, get_profile("smoke"), "cpu", seeds=[0, 1], progress=False)
+    assert len(list(tmp_path.glob("*.csv"))) == 2
+    alone = runner.run_experiments(TINY, get_profile("smoke"), "cpu", seeds=[1], progress=False)
+    assert alone.equals(rows[rows["seed"] == 1].reset_index(drop=True))  # served from the cache
+    monkeypatch.setenv("CLREPRO_LOCKSTEP", "off")
+    assert runner.cache_key(TINY, 0, "cpu") not in {p.stem for p in tmp_path.glob("*.csv")}
