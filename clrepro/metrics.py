@@ -75,18 +75,21 @@ def metric(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
     raise ValueError(f"unknown metric {name!r}; use acc, bwt, fwt, forgetting, acc@<k>, task<i>")
 
 
-RUN_KEYS = ["experiment", "method", "benchmark", "scenario", "params", "seed"]
+# trained_as: the Task-IL view of a Class-IL-trained run (scenario "task", trained_as "class") is
+# another accuracy matrix of the same run; files written before that column existed lack it.
+RUN_KEYS = ["experiment", "method", "benchmark", "scenario", "trained_as", "params", "seed"]
 
 
 def matrices(rows: pd.DataFrame):
     """Yield (run key dict, R, b) for every run in a tidy results frame."""
-    for key, run in rows.groupby(RUN_KEYS, sort=False, dropna=False):
+    keys = [k for k in RUN_KEYS if k in rows.columns]
+    for key, run in rows.groupby(keys, sort=False, dropna=False):
         final = run[run["kind"] == "R"]
         T = int(max(final["after_task"].max(), final["eval_task"].max())) + 1
         R = np.full((T, T), np.nan)
         R[final["after_task"].to_numpy(int), final["eval_task"].to_numpy(int)] = final["accuracy"]
         init = run[run["kind"] == "initial"].sort_values("eval_task")["accuracy"].to_numpy()
-        yield dict(zip(RUN_KEYS, key, strict=True)), R, init
+        yield dict(zip(keys, key, strict=True)), R, init
 
 
 def per_seed(rows: pd.DataFrame, names: list[str] = ("acc", "bwt", "fwt", "forgetting")) -> pd.DataFrame:
@@ -99,6 +102,16 @@ def per_seed(rows: pd.DataFrame, names: list[str] = ("acc", "bwt", "fwt", "forge
     return pd.DataFrame.from_records(records)
 
 
-def mean_matrix(rows: pd.DataFrame) -> np.ndarray:
-    """R averaged over the seeds of one configuration."""
+def trained_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows scored in the scenario each run was trained in (a Class-IL run's Task-IL view,
+    scenario "task" with trained_as "class", left out)."""
+    if "trained_as" not in rows.columns:
+        return rows
+    return rows[rows["trained_as"].isna() | (rows["scenario"] == rows["trained_as"])]
+
+
+def mean_matrix(rows: pd.DataFrame, scenario: str | None = None) -> np.ndarray:
+    """R averaged over the seeds of one configuration, scored in `scenario` (default: the scenario
+    it was trained in; "task" gives a Class-IL run's Task-IL view)."""
+    rows = trained_view(rows) if scenario is None else rows[rows["scenario"] == scenario]
     return np.nanmean(np.stack([R for _, R, _ in matrices(rows)]), axis=0)

@@ -48,9 +48,10 @@ def _sparse_ticks(T: int) -> list:
     return [i if i == 1 or i % step == 0 else "" for i in range(1, T + 1)]
 
 
-def accuracy_heatmap(rows: pd.DataFrame, ax=None, title: str | None = None):
-    """Mean (over seeds) accuracy matrix R of one configuration."""
-    R = metrics.mean_matrix(rows)
+def accuracy_heatmap(rows: pd.DataFrame, ax=None, title: str | None = None, scenario: str | None = None):
+    """Mean (over seeds) accuracy matrix R of one configuration (scored as trained, unless
+    scenario says otherwise: see metrics.mean_matrix)."""
+    R = metrics.mean_matrix(rows, scenario)
     ax = ax or plt.subplots(figsize=(0.5 * R.shape[0] + 3, 0.45 * R.shape[0] + 2.5))[1]
     sns.heatmap(R, annot=R.shape[0] <= 10, fmt=".1f", vmin=0, vmax=100, cmap="viridis", ax=ax,
                 xticklabels=_sparse_ticks(R.shape[1]), yticklabels=_sparse_ticks(R.shape[0]),

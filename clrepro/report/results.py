@@ -40,7 +40,7 @@ CORE_COLUMNS = [
     "experiment", "method", "benchmark", "scenario", "params", "seed",
     "kind", "after_task", "eval_task", "epoch", "accuracy", "seconds",
 ]
-GROUP_KEYS = ["experiment", "method", "benchmark", "scenario", "params"]
+GROUP_KEYS = ["experiment", "method", "benchmark", "scenario", "trained_as", "params"]
 # One run's rows: store() replaces rows with these values, nothing else.
 RUN_KEYS = ["experiment", "method", "benchmark", "scenario", "trained_as", "params", "seed"]
 

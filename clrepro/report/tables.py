@@ -18,15 +18,16 @@ def _short_params(params: str, drop: tuple[str, ...]) -> str:
 
 
 def metric_table(rows: pd.DataFrame, names: list[str], drop_params: tuple[str, ...] = ()) -> pd.DataFrame:
-    """One row per (experiment, method, params), one column per metric: 'mean ± ci95'."""
+    """One row per (experiment, method, params), one column per metric: 'mean ± ci95'; per
+    scenario too where the rows hold more than one (a Class-IL run's Task-IL view, say)."""
     agg = results.aggregate(metrics.per_seed(rows, list(names)))
     agg["value"] = [
         "–" if math.isnan(m) else (f"{m:.2f}" if math.isnan(c) else f"{m:.2f} ± {c:.2f}")
         for m, c in zip(agg["mean"], agg["ci95"], strict=True)
     ]
     agg["params"] = [_short_params(p, drop_params) for p in agg["params"]]
-    table = agg.pivot_table(index=["experiment", "method", "params"], columns="metric", values="value",
-                            aggfunc="first", sort=False)
+    index = ["experiment", "method", "params"] + (["scenario"] if agg["scenario"].nunique() > 1 else [])
+    table = agg.pivot_table(index=index, columns="metric", values="value", aggfunc="first", sort=False)
     table = table[[n for n in names if n in table.columns]]
-    table["seeds"] = agg.groupby(["experiment", "method", "params"], sort=False)["n_seeds"].max().to_numpy()
+    table["seeds"] = agg.groupby(index, sort=False)["n_seeds"].max().to_numpy()
     return table

@@ -256,7 +256,12 @@ def train_unit(experiment: Experiment, seeds: list[int], device: str, progress: 
         return [train_rows(experiment, seed, device, progress) for seed in seeds]
     if device == "cpu":
         torch.set_num_threads(1)
-    return [run_rows(result) for result in run_lockstep(experiment, seeds, device=device)]
+    # A seed's lockstep rows are the same whichever seeds share its batch, as long as there are at
+    # least two (a batch of one takes other matmul kernels): a lone seed gets a companion whose
+    # rows are dropped.
+    companion = [max(seeds) + 1] if len(seeds) == 1 else []
+    results = run_lockstep(experiment, seeds + companion, device=device)
+    return [run_rows(result) for result in results[:len(seeds)]]
 
 
 def _cache(experiment: Experiment, seed: int, device: str, rows: pd.DataFrame) -> pd.DataFrame:

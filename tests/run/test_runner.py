@@ -262,5 +262,10 @@ def test_an_experiment_in_lockstep_is_one_unit_and_caches_every_seed(tmp_path, m
     assert len(list(tmp_path.glob("*.csv"))) == 2
     alone = runner.run_experiments(TINY, get_profile("smoke"), "cpu", seeds=[1], progress=False)
     assert alone.equals(rows[rows["seed"] == 1].reset_index(drop=True))  # served from the cache
+    monkeypatch.setenv("CLREPRO_CACHE", "off")  # a lone seed, computed: the same rows as in a batch
+    alone = runner.run_experiments(TINY, get_profile("smoke"), "cpu", seeds=[1], progress=False)
+    same = rows[rows["seed"] == 1].reset_index(drop=True)
+    assert alone.drop(columns="seconds").equals(same.drop(columns="seconds"))
+    monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path))
     monkeypatch.setenv("CLREPRO_LOCKSTEP", "off")
     assert runner.cache_key(TINY, 0, "cpu") not in {p.stem for p in tmp_path.glob("*.csv")}
