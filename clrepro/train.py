@@ -136,6 +136,10 @@ def run(
 ) -> RunResult:
     """Train one method on one stream with one seed; deterministic on CPU.
 
+    On the CPU, call torch.set_num_threads(1) first to reproduce the notebooks' cached runs bit
+    for bit (the runner does this in every worker; with 2 threads, 188 of 210 cells of one run
+    differed in the last digits).
+
     after_task(t, method): called after each task's end_task hook (and before its evaluation),
     so analyses can read the trained method (its basis, buffer, predictions) without touching
     the loop. It must not change the model.
