@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -56,3 +57,21 @@ def code_hash() -> str:
     return files_hash(
         p for p in PACKAGE_DIR.rglob("*") if p.suffix in {".py", ".csv"} and "__pycache__" not in p.parts
     )
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write through a unique temporary file in the same folder, then rename: readers see the old
+    file or the new one, never a mixture, a crash leaves the old file, and two writers never
+    share a temporary file. The one way every file of results, stamps and cache is written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

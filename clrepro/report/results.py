@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from clrepro.paths import atomic_write
 from clrepro.train import RunResult
 
 TRAIN_COLUMNS = ["lr", "batch_size", "epochs", "iterations", "optimizer", "momentum", "weight_decay",
@@ -107,18 +107,7 @@ def complete_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def atomic_write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write to a temporary file in the same folder, then rename: a crash leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, frame.to_csv(index=False))
 
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from clrepro.config import ConfigError
-from clrepro.paths import REPO_ROOT, OutputDirs, code_hash, output_dirs
+from clrepro.paths import REPO_ROOT, OutputDirs, atomic_write, code_hash, output_dirs
 from clrepro.run.profiles import PROFILES, get_profile, resolve_device
 from clrepro.run.ray_executor import EXECUTORS, executor_from_env
 
@@ -108,7 +108,7 @@ def update_prose(source: Path, rendered: Path) -> bool:
     for a, b in zip(new_cells, old_cells, strict=True):
         b.source = a.source
     text = nbformat.writes(old)
-    _write_atomic(rendered, text if text.endswith("\n") else text + "\n")
+    atomic_write(rendered, text if text.endswith("\n") else text + "\n")
     return True
 
 
@@ -165,24 +165,8 @@ def file_lock(path: Path, what: str = "", wait: float | None = None, poll: float
         os.close(fd)
 
 
-def _write_atomic(path: Path, text: str | bytes) -> None:
-    """Write through a unique temporary file in the same folder, then rename: readers see the old
-    file or the new one, never a mixture, and two writers never share a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _copy_atomic(src: Path, target: Path) -> None:
-    _write_atomic(target, src.read_bytes())
+    atomic_write(target, src.read_bytes())
 
 
 def _load_stamps(path: Path) -> dict:
@@ -207,7 +191,7 @@ def _update_stamp(path: Path, name: str, stamp: dict) -> None:
     notebooks keep theirs."""
     with file_lock(path.parent / ".locks" / "stamps.lock"):
         stamps = {**_load_stamps(path), name: stamp}
-        _write_atomic(path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+        atomic_write(path, json.dumps(stamps, indent=2, sort_keys=True) + "\n")
 
 
 def _is_temporary(path: Path) -> bool:
@@ -229,7 +213,7 @@ def _splice(readme: Path, start: str, end: str, markdown: str) -> bool:
         return False
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    _write_atomic(readme, f"{head}{start}\n{markdown.strip()}\n{end}{tail}")
+    atomic_write(readme, f"{head}{start}\n{markdown.strip()}\n{end}{tail}")
     return True
 
 

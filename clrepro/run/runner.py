@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -46,7 +45,7 @@ from clrepro.data.streams import source_dataset
 from clrepro.experiment import Experiment
 from clrepro.lockstep import lockstep_supported, run_lockstep
 from clrepro.methods import method_class
-from clrepro.paths import PACKAGE_DIR, REPO_ROOT, files_hash
+from clrepro.paths import PACKAGE_DIR, REPO_ROOT, atomic_write, files_hash
 from clrepro.report import results
 from clrepro.report.results import read_results, run_rows, store
 from clrepro.run import ray_executor
@@ -189,18 +188,7 @@ def write_entry(rows: pd.DataFrame, path: Path) -> None:
     """The rows as CSV, then a trailer line with their count and SHA-256; written to a unique
     temporary file and renamed, so readers see a whole entry or none."""
     body = rows.to_csv(index=False)
-    text = f"{body}{TRAILER} rows={len(rows)} sha256={hashlib.sha256(body.encode()).hexdigest()}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, f"{body}{TRAILER} rows={len(rows)} sha256={hashlib.sha256(body.encode()).hexdigest()}\n")
 
 
 def read_entry(path: Path, experiment: Experiment, seed: int) -> pd.DataFrame | None:

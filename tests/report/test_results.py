@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,11 +119,10 @@ def test_crash_mid_write_leaves_old_file(tmp_path, monkeypatch):
     results.store(fake_rows(), path)
     before = path.read_bytes()
 
-    def crash(self, f, **kwargs):
-        f.write("experiment,meth")
+    def crash(src, dst):  # the new file is written, the process dies before the rename
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
         results.store(fake_rows(seed=5), path)
     assert path.read_bytes() == before
