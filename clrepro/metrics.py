@@ -111,7 +111,11 @@ def trained_view(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def mean_matrix(rows: pd.DataFrame, scenario: str | None = None) -> np.ndarray:
-    """R averaged over the seeds of one configuration, scored in `scenario` (default: the scenario
-    it was trained in; "task" gives a Class-IL run's Task-IL view)."""
-    rows = trained_view(rows) if scenario is None else rows[rows["scenario"] == scenario]
+    """R averaged over the seeds of one configuration, scored in `scenario` (default: the one
+    scoring the rows hold, or, where they hold a Class-IL run's two, the scenario it was trained
+    in; "task" gives a Class-IL run's Task-IL view)."""
+    if scenario is not None:
+        rows = rows[rows["scenario"] == scenario]
+    elif "trained_as" in rows.columns and len(rows[["scenario", "trained_as"]].drop_duplicates()) > 1:
+        rows = trained_view(rows)
     return np.nanmean(np.stack([R for _, R, _ in matrices(rows)]), axis=0)

@@ -57,3 +57,15 @@ def test_metrics_read_only_the_cells_the_loop_evaluates():
 def test_forgetting_ignores_accuracy_before_the_task_was_trained():
     R2 = np.array([[90.0, 85.0, 0.0], [50.0, 60.0, 0.0], [40.0, 55.0, 70.0]])  # task 2 scored 85 before training
     np.testing.assert_allclose(metrics.forgetting_per_task(R2), [90 - 40, 60 - 55])
+
+
+def test_mean_matrix_scores_as_trained_where_the_rows_hold_two_views():
+    from clrepro.report import results
+    from tests.report.test_results import fake_result
+
+    result = fake_result(scenario="class")
+    result.task_il_accuracy = np.array([[99.0, np.nan], [90.0, 98.0]])
+    rows = results.run_rows(result)
+    assert metrics.mean_matrix(rows)[1, 0] == result.accuracy[1, 0]  # the Class-IL matrix, not a mixture
+    assert metrics.mean_matrix(rows, "task")[1, 0] == 90.0
+    assert metrics.mean_matrix(rows[rows["scenario"] == "task"])[1, 0] == 90.0  # one view: that one
