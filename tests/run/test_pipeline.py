@@ -291,3 +291,22 @@ def test_durations_table_comes_from_the_stamps(tmp_path, monkeypatch):
                                         results_dir=tmp_path)
     assert "| a | 30.0 | 2.0 | T1 | not recorded |" in table and "| b | – | – | not rendered | |" in table
     assert "**30.5** (0.5 h) | **2.0**" in table
+
+
+def test_outputs_are_compared_only_against_a_current_render(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    pytest.importorskip("papermill")
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name in ("fresh", "stale"):
+        make_notebook(nbdir / f"{name}.ipynb", f"{pipeline.CHECK_OUTPUT}\nprint(1)")
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr(pipeline, "render_status", lambda profile="paper": pd.DataFrame(
+        {"notebook": ["fresh", "stale"], "current": [True, False], "reason": ["", "the package code changed"]}))
+    pipeline.prepare_tests(tmp_path / "nbtest")
+    sources = {name: nbformat.read(tmp_path / "nbtest" / f"{name}.ipynb", as_version=4).cells[-1].source
+               for name in ("fresh", "stale")}
+    assert pipeline.CHECK_OUTPUT in sources["fresh"]
+    assert pipeline.CHECK_OUTPUT not in sources["stale"] and "print(1)" in sources["stale"]
+    assert "[stale] stale" in capsys.readouterr().err
