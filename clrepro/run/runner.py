@@ -390,13 +390,32 @@ def _units(runs: list[tuple[Experiment, int]], ids: list[int]) -> list[tuple[Exp
     return units
 
 
+def _bounded_by_memory(units: list[tuple[Experiment, list[int], list[int]]], workers: int,
+                       ) -> list[tuple[Experiment, list[int], list[int]]]:
+    """Split lockstep units so that `workers` of them fit in the available memory: each seed of
+    a unit holds its own stream (a 20-task Permuted-MNIST stream is ~1 GB; five seeds in
+    lockstep peaked at 6 GB), so a unit may hold at most available / (workers × 2 GB) seeds,
+    and never fewer than two (a lone seed would need a companion anyway, see train_unit). A
+    seed's rows are the same in any unit of two or more, so the split never changes results.
+    Renders started side by side each size themselves from the memory free when they start."""
+    memory = available_memory()
+    if memory is None or workers < 1:
+        return units
+    per_unit = max(2, memory // (max(1, workers) * RUN_PEAK_BYTES))
+    out = []
+    for experiment, seeds, unit_ids in units:
+        for start in range(0, len(seeds), per_unit):
+            out.append((experiment, seeds[start:start + per_unit], unit_ids[start:start + per_unit]))
+    return out
+
+
 def _run_todo(runs: list[tuple[Experiment, int]], ids: list[int], device: str, jobs: int, progress: bool,
               done: Callable[[int, pd.DataFrame], None], executor: str = "process") -> None:
     """Compute the runs not found in the cache, calling done(id, rows) as each finishes (in any
     order). The work comes in units (an experiment's seeds in lockstep, or one run): in this
     process for one job, otherwise on a pool of min(jobs, units) workers, or as Ray tasks. This
     process writes the cache, whichever executor computed the rows."""
-    units = _units(runs, ids)
+    units = _bounded_by_memory(_units(runs, ids), min(jobs, len(runs)))
 
     def finish(unit: tuple[Experiment, list[int], list[int]], frames: list[pd.DataFrame]) -> None:
         experiment, seeds, unit_ids = unit

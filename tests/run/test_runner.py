@@ -269,3 +269,14 @@ def test_an_experiment_in_lockstep_is_one_unit_and_caches_every_seed(tmp_path, m
     monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path))
     monkeypatch.setenv("CLREPRO_LOCKSTEP", "off")
     assert runner.cache_key(TINY, 0, "cpu") not in {p.stem for p in tmp_path.glob("*.csv")}
+
+
+def test_lockstep_units_are_split_to_fit_the_memory(monkeypatch):
+    units = [(TINY, [0, 1, 2, 3, 4], [10, 11, 12, 13, 14])]
+    monkeypatch.setattr(runner, "available_memory", lambda: 8 * runner.RUN_PEAK_BYTES)
+    assert [u[1] for u in runner._bounded_by_memory(units, 2)] == [[0, 1, 2, 3], [4]]
+    assert [u[2] for u in runner._bounded_by_memory(units, 2)] == [[10, 11, 12, 13], [14]]
+    monkeypatch.setattr(runner, "available_memory", lambda: 3 * runner.RUN_PEAK_BYTES)
+    assert [u[1] for u in runner._bounded_by_memory(units, 2)] == [[0, 1], [2, 3], [4]]  # never below two
+    monkeypatch.setattr(runner, "available_memory", lambda: 64 * runner.RUN_PEAK_BYTES)
+    assert runner._bounded_by_memory(units, 2) == units
