@@ -112,9 +112,14 @@ def update_prose(source: Path, rendered: Path) -> bool:
     return True
 
 
+# What the summary itself writes: not among its inputs, or it could never be current.
+SUMMARY_OUTPUTS = frozenset({"replication_table.csv"})
+
+
 def _results_fingerprint(results_dir: Path) -> bytes:
+    """The results files the summary reads (every CSV but its own outputs)."""
     digest = hashlib.sha256()
-    for path in sorted(results_dir.glob("*.csv")):
+    for path in sorted(p for p in results_dir.glob("*.csv") if p.name not in SUMMARY_OUTPUTS):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.digest()
 

@@ -310,3 +310,13 @@ def test_outputs_are_compared_only_against_a_current_render(tmp_path, monkeypatc
     assert pipeline.CHECK_OUTPUT in sources["fresh"]
     assert pipeline.CHECK_OUTPUT not in sources["stale"] and "print(1)" in sources["stale"]
     assert "[stale] stale" in capsys.readouterr().err
+
+
+def test_the_summary_fingerprint_ignores_what_the_summary_writes(tmp_path):
+    (tmp_path / "ewc.csv").write_text("a\n1\n")
+    before = pipeline._results_fingerprint(tmp_path)
+    for name in pipeline.SUMMARY_OUTPUTS:
+        (tmp_path / name).write_text("written by the summary\n")
+    assert pipeline._results_fingerprint(tmp_path) == before
+    (tmp_path / "ewc.csv").write_text("a\n2\n")
+    assert pipeline._results_fingerprint(tmp_path) != before
