@@ -372,7 +372,8 @@ def reproduce(profile: str, device: str, force: bool = False, only: list[str] | 
         raise ConfigError(f"--n-seeds: must be an integer >= 1, got {n_seeds!r}")
     if only is not None and not only:
         raise ConfigError("--only: give at least one notebook name (leave --only out to run them all)")
-    device = resolve_device(device)
+    resolve_device(device)  # fails early on a device this machine lacks; 'auto' goes to the notebooks as is,
+    # where the runs are routed (clrepro.run.routing)
     selected = notebooks(only)
     commit, clean = git_state()
     if profile == "paper" and not clean and not allow_dirty:
