@@ -1,7 +1,8 @@
 """CPU time of the paper profile, per notebook, from the committed results (or any results folder).
 
-Every run's rows carry the run's wall seconds (single-threaded on CPU); summing them once per
-run gives the CPU time a full re-render costs when nothing is cached. Run it after a re-render
+Every run's rows carry the run's wall seconds (single-threaded on CPU; a lockstep unit's time is
+split evenly over its seeds); summing them once per run gives the CPU time a full re-render costs
+when nothing is cached. Wall seconds include any slowdown from other processes on the machine. Run it after a re-render
 to compare with the previous one:
 
     python benchmarks/cpu_hours.py                 # results/
@@ -25,7 +26,11 @@ def cpu_hours(results_dir: Path) -> pd.DataFrame:
         if not set(RUN_KEYS) | {"seconds"} <= set(frame.columns):
             continue
         seconds = pd.to_numeric(frame["seconds"], errors="coerce")
-        per_run = frame.assign(seconds=seconds).groupby(RUN_KEYS, dropna=False)["seconds"].max()
+        # A Class-IL run also writes its Task-IL view (scenario "task", trained_as "class"): the
+        # same run, so it is keyed by the scenario it was trained in and counted once.
+        trained = frame["trained_as"].fillna(frame["scenario"]) if "trained_as" in frame else frame["scenario"]
+        per_run = (frame.assign(seconds=seconds, scenario=trained)
+                   .groupby(RUN_KEYS, dropna=False)["seconds"].max())
         records.append({"file": path.name, "runs": int(per_run.notna().sum()),
                         "cpu_hours": float(per_run.sum()) / 3600})
     table = pd.DataFrame.from_records(records, columns=["file", "runs", "cpu_hours"])
