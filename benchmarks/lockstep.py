@@ -48,16 +48,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=["finetune", "online_ewc", "der"], choices=list(METHODS))
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    parser.add_argument("--hidden", default="100,100",
+                        help="hidden widths, e.g. 400,400 for the EWC Fig. 3A MLP (default: the DER MLP)")
     args = parser.parse_args()
+    hidden = tuple(int(w) for w in args.hidden.split(","))
     torch.set_num_threads(1)
     seeds = list(range(args.seeds))
-    print(f"{len(seeds)} seeds, batch 10, one thread; CPU seconds (time.process_time)")
+    print(f"{len(seeds)} seeds, MLP {hidden}, batch 10, one thread; CPU seconds (time.process_time)")
     print(f"{'protocol':9} {'method':11} {'one-seed runs':>13} {'lockstep':>9} {'speed-up':>9} "
           f"{'training (wall)':>15} {'max |ΔR|':>9} {'max |ΔACC|':>11}")
-    for protocol, (benchmark, lr) in PROTOCOLS.items():
+    for protocol in args.protocols:
+        benchmark, lr = PROTOCOLS[protocol]
         for method in args.methods:
             exp = Experiment(f"benchmark/lockstep_{protocol}", benchmark, method, METHODS[method],
-                             ModelConfig(hidden=(100, 100)), TrainConfig(lr=lr, batch_size=10, epochs=1))
+                             ModelConfig(hidden=hidden), TrainConfig(lr=lr, batch_size=10, epochs=1))
             singles, single_cpu = timed(lambda exp=exp: [run(exp, seed) for seed in seeds])
             together, lock_cpu = timed(lambda exp=exp: run_lockstep(exp, seeds))
             train_single = sum(r.train_seconds for r in singles)
