@@ -35,7 +35,7 @@ ALLOWED = {
     ("lwf", "77.32"): "λ_o × T sweep table of Section 5 (old/new columns, computed in the notebook, not stored)",
     ("lwf", "82.51"): "λ_o × T sweep table of Section 5 (old/new columns, computed in the notebook, not stored)",
     ("lwf", "90.02"): "λ_o × T sweep table of Section 5 (old/new columns, computed in the notebook, not stored)",
-    ("context", "89.0"): "rot-probe mean over seeds (context_rot.csv, 2 distractors × 4 facts): a grouped mean, outside the traced set",
+    ("context", "89.0"): "rot-probe seed mean (context_rot.csv, 2 distractors × 4 facts): grouped, not traced",
     ("ogd", "76.2"): "P-MNIST per-task accuracy (task1): metric outside the traced set",
     ("ogd", "86.3"): "P-MNIST per-task accuracy (task1): metric outside the traced set",
     ("ogd", "90.8"): "rotation sweep, accuracy on the first task (task1): metric outside the traced set",
