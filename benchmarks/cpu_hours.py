@@ -2,8 +2,8 @@
 
 Every run's rows carry the run's wall seconds (single-threaded on CPU; a lockstep unit's time is
 split evenly over its seeds); summing them once per run gives the CPU time a full re-render costs
-when nothing is cached. Wall seconds include any slowdown from other processes on the machine. Run it after a re-render
-to compare with the previous one:
+when nothing is cached. Wall seconds include any slowdown from other processes on the machine.
+Run it after a re-render to compare with the previous one:
 
     python benchmarks/cpu_hours.py                 # results/
     python benchmarks/cpu_hours.py build/paper/results
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from clrepro.metrics import trained_view
+
 RUN_KEYS = ["experiment", "method", "benchmark", "scenario", "params", "seed"]
 
 
@@ -25,12 +27,9 @@ def cpu_hours(results_dir: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={"params": str}, keep_default_na=False, na_values=[""])
         if not set(RUN_KEYS) | {"seconds"} <= set(frame.columns):
             continue
+        frame = trained_view(frame)  # a Class-IL run's Task-IL view is the same run: count it once
         seconds = pd.to_numeric(frame["seconds"], errors="coerce")
-        # A Class-IL run also writes its Task-IL view (scenario "task", trained_as "class"): the
-        # same run, so it is keyed by the scenario it was trained in and counted once.
-        trained = frame["trained_as"].fillna(frame["scenario"]) if "trained_as" in frame else frame["scenario"]
-        per_run = (frame.assign(seconds=seconds, scenario=trained)
-                   .groupby(RUN_KEYS, dropna=False)["seconds"].max())
+        per_run = frame.assign(seconds=seconds).groupby(RUN_KEYS, dropna=False)["seconds"].max()
         records.append({"file": path.name, "runs": int(per_run.notna().sum()),
                         "cpu_hours": float(per_run.sum()) / 3600})
     table = pd.DataFrame.from_records(records, columns=["file", "runs", "cpu_hours"])
