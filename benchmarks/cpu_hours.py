@@ -5,13 +5,18 @@ split evenly over its seeds); summing them once per run gives the CPU time a ful
 when nothing is cached. Wall seconds include any slowdown from other processes on the machine.
 Run it after a re-render to compare with the previous one:
 
-    python benchmarks/cpu_hours.py                 # results/
+    python benchmarks/cpu_hours.py                       # results/
     python benchmarks/cpu_hours.py build/paper/results
+    python benchmarks/cpu_hours.py --before ee80251      # next to the results committed at a revision
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import subprocess
+import tarfile
+import tempfile
+from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +42,25 @@ def cpu_hours(results_dir: Path) -> pd.DataFrame:
     return pd.concat([table, total], ignore_index=True)
 
 
+def cpu_hours_at(revision: str, repo: Path) -> pd.DataFrame:
+    """cpu_hours of the results/ folder as committed at `revision` (git archive into a temp dir)."""
+    archive = subprocess.run(["git", "archive", revision, "results"], cwd=repo, check=True,
+                             capture_output=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        return cpu_hours(Path(tmp) / "results")
+
+
 if __name__ == "__main__":
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "results"
-    print(cpu_hours(folder).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    root = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", type=Path, default=root / "results")
+    parser.add_argument("--before", metavar="REV", help="also show the results committed at this git revision")
+    args = parser.parse_args()
+    table = cpu_hours(args.folder)
+    if args.before:
+        before = cpu_hours_at(args.before, root)
+        table = before.merge(table, on="file", how="outer", suffixes=(f"_{args.before}", "_now"))
+        table["now/before"] = table["cpu_hours_now"] / table[f"cpu_hours_{args.before}"]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
