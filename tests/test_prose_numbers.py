@@ -5,7 +5,8 @@ decimals), one of: a mean or 95% CI half-width over seeds of a configuration in 
 (ACC, BWT, forgetting, the average accuracy after the first k tasks acc@k, the final accuracy
 on task i task<i>), a difference between two such means of one experiment, a paper-vs-ours
 Δ, a published value (clrepro/report/paper_numbers.csv), or a number in the other results files
-(claims, probes, cost tables). Anything else must be on ALLOWED with a reason. Integers,
+(claims, probes, cost tables; for the protocol checks also the seed mean of a variant and the
+difference between two variants' means of one check). Anything else must be on ALLOWED with a reason. Integers,
 percent shares and math ($...$) are not checked. The test reads the committed results, so a
 re-render that changes a number and not the sentence fails here.
 """
@@ -82,6 +83,13 @@ def known() -> set[str]:
         for column in frame.select_dtypes(exclude="number"):
             for text in frame[column].dropna().astype(str):
                 values.update(NUMBER.findall(text))
+        if {"check", "variant", "seed", "acc"} <= set(frame.columns):  # protocol_checks.csv: seed means
+            means = frame.groupby(["check", "variant"])["acc"].mean()
+            for _, group in means.groupby(level="check"):
+                for v in group:
+                    _add(values, v)
+                for a, b in itertools.combinations(group.to_numpy(), 2):
+                    _add(values, a - b)
     return values
 
 
