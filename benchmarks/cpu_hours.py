@@ -1,8 +1,10 @@
 """CPU time of the paper profile, per notebook, from the committed results (or any results folder).
 
-Every run's rows carry the run's wall seconds (single-threaded on CPU; a lockstep unit's time is
-split evenly over its seeds); summing them once per run gives the CPU time a full re-render costs
-when nothing is cached. Wall seconds include any slowdown from other processes on the machine.
+Every run's rows carry the run's wall seconds and, from the wave-2 loop on, its CPU seconds (the
+worker's time.process_time; single-threaded; a lockstep unit's time is split evenly over its
+seeds). Summing them once per run gives the CPU time a full re-render costs when nothing is
+cached. cpu_hours uses a run's CPU seconds where recorded, else its wall seconds (`measure` says
+which); wall seconds include any slowdown from other processes on the machine, CPU seconds do not.
 Run it after a re-render to compare with the previous one:
 
     python benchmarks/cpu_hours.py                       # results/
@@ -33,12 +35,19 @@ def cpu_hours(results_dir: Path) -> pd.DataFrame:
         if not set(RUN_KEYS) | {"seconds"} <= set(frame.columns):
             continue
         frame = trained_view(frame)  # a Class-IL run's Task-IL view is the same run: count it once
-        seconds = pd.to_numeric(frame["seconds"], errors="coerce")
-        per_run = frame.assign(seconds=seconds).groupby(RUN_KEYS, dropna=False)["seconds"].max()
-        records.append({"file": path.name, "runs": int(per_run.notna().sum()),
-                        "cpu_hours": float(per_run.sum()) / 3600})
-    table = pd.DataFrame.from_records(records, columns=["file", "runs", "cpu_hours"])
-    total = pd.DataFrame([{"file": "total", "runs": table["runs"].sum(), "cpu_hours": table["cpu_hours"].sum()}])
+        cpu = frame["run_cpu_seconds"] if "run_cpu_seconds" in frame else pd.Series(float("nan"), index=frame.index)
+        frame = frame.assign(seconds=pd.to_numeric(frame["seconds"], errors="coerce"),
+                             run_cpu_seconds=pd.to_numeric(cpu, errors="coerce"))
+        per_run = frame.groupby(RUN_KEYS, dropna=False)[["seconds", "run_cpu_seconds"]].max()
+        has_cpu = per_run["run_cpu_seconds"].notna()
+        measure = "cpu" if has_cpu.all() else "wall" if not has_cpu.any() else "mixed"
+        records.append({"file": path.name, "runs": int(per_run["seconds"].notna().sum()),
+                        "wall_hours": float(per_run["seconds"].sum()) / 3600,
+                        "cpu_hours": float(per_run["run_cpu_seconds"].fillna(per_run["seconds"]).sum()) / 3600,
+                        "measure": measure})
+    table = pd.DataFrame.from_records(records, columns=["file", "runs", "wall_hours", "cpu_hours", "measure"])
+    total = pd.DataFrame([{"file": "total", "runs": table["runs"].sum(), "wall_hours": table["wall_hours"].sum(),
+                           "cpu_hours": table["cpu_hours"].sum(), "measure": ""}])
     return pd.concat([table, total], ignore_index=True)
 
 

@@ -12,10 +12,14 @@ The notebooks' protocol prose quotes these numbers (tests/test_prose_numbers.py 
 - digit_order: Hsu's Domain-IL and Class-IL rows (LwF, fine-tuning), digits paired in order
                (0/1, 2/3, …: ours) vs shuffled per seed as van de Ven & Tolias's data.py does;
                five seeds, paired by seed
+- init:        bag of tricks, Split Fashion-MNIST: Joint, ER and ER + BiC + ELrD (buffer 200), ER+T
+               (buffer 500), and DER S-MNIST Class-IL ER-200, with PyTorch's default
+               initialisation (ours) vs the authors' backbone xavier() (uniform
+               ±√(6/(fan_in + fan_out)) weights, zero biases); three seeds, paired by seed
 
 Each run is clrepro.train.run on the setups of clrepro/report/setups.csv (single thread, CPU,
 bit-identical per seed). Run: `.venv/bin/python benchmarks/protocol_checks.py [--only elrd ...]`
-(about 30 CPU-minutes for all; the file keeps the rows of the checks not run).
+(about 35 CPU-minutes for all; the file keeps the rows of the checks not run).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clrepro import train
 from clrepro.data import streams
 from clrepro.data.datasets import ImageDataset
 from clrepro.report.results import atomic_write_csv
@@ -38,8 +43,9 @@ from clrepro.train import run
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "protocol_checks.csv"
 SEEDS = (0, 1)
-SEEDS_PER_CHECK = {"digit_order": (0, 1, 2, 3, 4)}
+SEEDS_PER_CHECK = {"digit_order": (0, 1, 2, 3, 4), "init": (0, 1, 2)}
 SHUFFLED = "digits shuffled"
+XAVIER = "authors' xavier init"
 
 
 @contextmanager
@@ -54,6 +60,30 @@ def digits_shuffled(seed: int):
     shuffled = ImageDataset(genuine.name, genuine.train_images, relabel[genuine.train_labels],
                                     genuine.test_images, relabel[genuine.test_labels])
     with mock.patch.object(streams, "_split_dataset", lambda name, data_dir: shuffled):
+        yield
+
+
+def xavier(module: torch.nn.Module) -> None:
+    """The DER authors' backbone initialisation (mammoth and rethinking_er, backbone/__init__.py)."""
+    if isinstance(module, torch.nn.Linear):
+        torch.nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            torch.nn.init.zeros_(module.bias)
+
+
+@contextmanager
+def xavier_initialised():
+    """train.run with every new model re-initialised by `xavier` (after the default initialisation,
+    from the same seeded generator). The package has no such option (adding one would change
+    every run's cache key), so this check wraps train.build_model for one run, in this process only."""
+    build = train.build_model
+
+    def build_then_xavier(cfg, n_outputs):
+        model = build(cfg, n_outputs)
+        model.apply(xavier)
+        return model
+
+    with mock.patch.object(train, "build_model", build_then_xavier):
         yield
 
 
@@ -90,6 +120,19 @@ def checks() -> dict[str, list[tuple[str, object]]]:
             for scenario in ("domain", "class") for method, name in (("lwf", "LwF"), ("finetune", "fine-tuning"))
             for order in ("digits in order", SHUFFLED)
         ],
+        "init": [
+            (f"{name}, {init}", exp)
+            for name, exp in (
+                ("Joint", experiment("checks/init", "tricks", "split_fashion_mnist", "joint", "class")),
+                ("ER", er.with_(method_params={"bias_control": False})),
+                ("ER+BiC+ELrD", er.with_(method_params={"lr_decay": 0.99995})),
+                ("ER+T 500", setup("tricks", "split_fashion_mnist", "er", "class", buffer_size=500,
+                                   variant="ER+T").experiment("checks/init")),
+                ("DER S-MNIST Class-IL ER-200", experiment("checks/init", "der", "split_mnist", "er", "class",
+                                                           buffer_size=200)),
+            )
+            for init in ("default init", XAVIER)
+        ],
     }
 
 
@@ -105,7 +148,9 @@ def main() -> None:
         for label, exp in variants:
             for seed in SEEDS_PER_CHECK.get(check, SEEDS):
                 started = time.process_time()
-                with digits_shuffled(seed) if label.endswith(SHUFFLED) else nullcontext():
+                context = (digits_shuffled(seed) if label.endswith(SHUFFLED)
+                           else xavier_initialised() if label.endswith(XAVIER) else nullcontext())
+                with context:
                     result = run(exp, seed)
                 acc = float(np.nanmean(result.accuracy[-1]))
                 R = result.accuracy

@@ -23,6 +23,7 @@ SCENARIOS = ("task", "domain", "class")
 OPTIMIZERS = ("sgd", "adam")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 INTERPOLATIONS = ("bilinear", "nearest")  # rotated_mnist's resampling
+INITS = ("default", "xavier")  # an MLP's initial weights (ModelConfig.init)
 
 Scenario = Literal["task", "domain", "class"]
 
@@ -154,6 +155,10 @@ class ModelConfig:
 
     kind: 'mlp' (the fields below) or 'resnet18' (the CIFAR ResNet-18 of clrepro.models.resnet, for
     seq_cifar10; the MLP fields do not apply to it).
+    init: the MLP's initial weights. 'default' is PyTorch's nn.Linear (weights and biases uniform
+    in ±1/√fan_in); 'xavier' is the DER authors' backbone (weights uniform in
+    ±√(6/(fan_in + fan_out)), biases 0: aimagelab/mammoth and hastings24/rethinking_er,
+    backbone/__init__.py `xavier`): about twice the default initial weights on the DER MLPs.
     """
 
     hidden: tuple[int, ...] = (100, 100)
@@ -162,6 +167,7 @@ class ModelConfig:
     bias: bool = True
     activation: str = "relu"
     kind: str = "mlp"
+    init: str = "default"
 
     def __post_init__(self) -> None:
         check_types(ModelConfig, {f.name: getattr(self, f.name) for f in fields(self)}, "model.")
@@ -169,6 +175,9 @@ class ModelConfig:
         _require(all(h > 0 for h in self.hidden), "model.hidden", f"widths must be positive, got {self.hidden}")
         _require(self.activation in ACTIVATIONS, "model.activation",
                  f"unknown {self.activation!r}; one of {ACTIVATIONS}")
+        _require(self.init in INITS, "model.init", f"unknown {self.init!r}; one of {INITS}")
+        _require(self.init == "default" or self.kind == "mlp", "model.init",
+                 f"{self.init!r} applies to the MLP only, not to {self.kind!r}")
         for attr in ("dropout_input", "dropout_hidden"):
             p = getattr(self, attr)
             _require(0.0 <= p < 1.0, f"model.{attr}", f"must be in [0, 1), got {p}")

@@ -379,14 +379,14 @@ def run_lockstep(
     """One RunResult per seed, as clrepro.train.run returns it, with the seeds trained together.
 
     Falls back to one seed at a time where lockstep_supported is False. Each result's seconds
-    (and train_seconds) is its share of the lockstep run's time (the total over S), so sums of
-    per-run seconds stay the CPU time spent. after_task(t, method) is train.run's hook, called
+    (and train_seconds, cpu_seconds) is its share of the lockstep run's time (the total over S),
+    so sums of per-run times stay the time spent. after_task(t, method) is train.run's hook, called
     for every seed in turn (in the order of seeds) with that seed's method and its weights.
     """
     seeds = list(seeds)
     if not lockstep_supported(experiment) or len(seeds) < 2:
         return [run(experiment, seed, device=device, data_dir=data_dir, after_task=after_task) for seed in seeds]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     states = [_build_seed(experiment, seed, device, data_dir) for seed in seeds]
     sizes = {tuple(len(t.x_train) for t in st.stream.tasks) for st in states}
     if len(sizes) != 1:  # never by construction (subsampling takes the same count for every seed)
@@ -480,9 +480,10 @@ def run_lockstep(
             transform.restack()
 
     share = (time.perf_counter() - started) / len(states)
+    cpu_share = (time.process_time() - cpu_started) / len(states)
     return [
         RunResult(experiment, st.seed, st.accuracy, st.initial, st.curves, st.diverged_at, share,
-                  train_seconds / len(states), st.task_il, st.task_il_initial)
+                  train_seconds / len(states), st.task_il, st.task_il_initial, cpu_share)
         for st in states
     ]
 

@@ -49,6 +49,9 @@ class RunResult:
     # prediction restricted to its own units (the DER paper's Task-IL of a Class-IL-trained net).
     task_il_accuracy: np.ndarray | None = None  # [T, T], same cells and NaN convention as accuracy
     task_il_initial: np.ndarray | None = None  # the same for the untrained model
+    # CPU time of the process over the run (time.process_time): unlike `seconds`, not inflated
+    # when other processes share the cores; what benchmarks/cpu_hours.py sums.
+    cpu_seconds: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -144,7 +147,7 @@ def run(
     so analyses can read the trained method (its basis, buffer, predictions) without touching
     the loop. It must not change the model.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     seed_everything(seed)
     stream = build_stream(experiment.benchmark, seed, data_dir)
     model = build_model(experiment.model, stream.n_outputs).to(device)
@@ -222,7 +225,7 @@ def run(
             task_il_accuracy[t] = row_within
     bar.close()
     return RunResult(experiment, seed, accuracy, initial, curves, diverged_at, time.perf_counter() - started,
-                     train_seconds, task_il_accuracy, task_il_initial)
+                     train_seconds, task_il_accuracy, task_il_initial, time.process_time() - cpu_started)
 
 
 def record_curve(curves, method, stream, device, task: int, cfg: TrainConfig, epoch: int) -> None:

@@ -147,3 +147,18 @@ def test_learning_curves_are_recorded_as_in_one_seed_runs():
         single = run(exp, seed)
         assert [c[:3] for c in lock.curves] == [c[:3] for c in single.curves]
         np.testing.assert_allclose([c[3] for c in lock.curves], [c[3] for c in single.curves], atol=ACCURACY_TOL)
+
+
+
+@needs_mnist
+def test_xavier_initialised_seeds_agree_with_one_seed_runs():
+    """ModelConfig.init is applied where each seed's model is built, in train.run's order."""
+    exp = experiment("der", epochs=None, iterations=5)
+    exp = Experiment(exp.name, exp.benchmark, exp.method, exp.method_params,
+                     ModelConfig(hidden=(32, 32), init="xavier"), exp.train)
+    lock = snapshots(lambda hook: run_lockstep(exp, SEEDS, after_task=hook))
+    single = snapshots(lambda hook: [run(exp, seed, after_task=hook) for seed in SEEDS])
+    single = [single[s * 3 + t] for t in range(3) for s in range(len(SEEDS))]
+    for a, b in zip(lock, single, strict=True):
+        for p, q in zip(a, b, strict=True):
+            torch.testing.assert_close(p, q, atol=PARAMETER_ATOL, rtol=0)

@@ -33,6 +33,7 @@ from torch import nn
 from clrepro.config import ConfigError
 from clrepro.methods import register
 from clrepro.methods.base import Method
+from clrepro.models.mlp import xavier_init
 
 VARIANTS = ("progressive", "independent", "head_only", "finetune", "random_frozen")
 
@@ -91,26 +92,30 @@ class ProgressiveNet(nn.Module):
     """Columns of one MLP shape; `task_column` routes a task id to the column that serves it."""
 
     def __init__(self, in_features: int, widths: tuple[int, ...], activation: type[nn.Module], bias: bool = True,
-                 alpha_init: float = 0.1) -> None:
+                 alpha_init: float = 0.1, init: str = "default") -> None:
         super().__init__()
         self.in_features, self.widths, self.activation = in_features, tuple(widths), activation
-        self.bias, self.alpha_init = bias, alpha_init
+        self.bias, self.alpha_init, self.init = bias, alpha_init, init
         self.columns = nn.ModuleList()
         self.task_column: dict[int, int] = {}
 
     @classmethod
     def like(cls, mlp: nn.Module, alpha_init: float = 0.1) -> ProgressiveNet:
-        """Widths, nonlinearity and bias from an MLP's Linear layers (the last one is its head)."""
+        """Widths, nonlinearity and bias from an MLP's Linear layers (the last one is its head), and
+        its initialisation (ModelConfig.init, for every new column and adapter)."""
         linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
         if any(isinstance(m, nn.Dropout) for m in mlp.modules()):
             raise ConfigError("model.dropout_input: pnn does not support dropout (frozen columns must not change)")
         activations = [type(m) for m in mlp.modules() if type(m) in (nn.ReLU, nn.Sigmoid, nn.Tanh)]
         widths = tuple(m.out_features for m in linears[:-1])
-        return cls(linears[0].in_features, widths, activations[0], linears[0].bias is not None, alpha_init)
+        return cls(linears[0].in_features, widths, activations[0], linears[0].bias is not None, alpha_init,
+                   getattr(mlp, "init", "default"))
 
     def add_column(self, n_out: int, sources: tuple[int, ...] = (), task: int | None = None) -> Column:
         column = Column(self.in_features, self.widths, n_out, tuple(sources), self.activation, self.bias,
                         self.alpha_init)
+        if self.init == "xavier":  # as the DER authors' PNN backbone does for its layers and adaptors
+            column.apply(xavier_init)
         device = next(self.parameters()).device if len(self.columns) else None
         self.columns.append(column.to(device) if device is not None else column)
         if task is not None:

@@ -3,7 +3,8 @@
 Columns (COLUMNS): experiment, method, benchmark, scenario, trained_as, params, the training
 configuration (lr, batch_size, epochs, iterations, optimizer, momentum, weight_decay,
 reset_optimizer: so a reader can check any row's setup from results/ alone), seed, kind,
-after_task, eval_task, epoch, accuracy, seconds. kind is 'R' (an entry of the accuracy matrix),
+after_task, eval_task, epoch, accuracy, seconds (wall), run_cpu_seconds (the run's CPU time, which
+other processes on the machine do not inflate). kind is 'R' (an entry of the accuracy matrix),
 'initial' (untrained model), 'curve' (evaluation during training, at epoch) or 'diverged' (one row
 at the task after which training diverged; the R rows from there on hold what the diverged model
 predicts). trained_as is the scenario the network was trained in: equal to scenario, except for
@@ -33,8 +34,10 @@ TRAIN_COLUMNS = ["lr", "batch_size", "epochs", "iterations", "optimizer", "momen
                  "reset_optimizer"]
 COLUMNS = [
     "experiment", "method", "benchmark", "scenario", "trained_as", "params", *TRAIN_COLUMNS, "seed",
-    "kind", "after_task", "eval_task", "epoch", "accuracy", "seconds",
+    "kind", "after_task", "eval_task", "epoch", "accuracy", "seconds", "run_cpu_seconds",
 ]
+# How long a run took: differs between two computations of the same run, nothing else does.
+TIMING_COLUMNS = ["seconds", "run_cpu_seconds"]
 # What every results file has had from the start: a file with these is a results table.
 CORE_COLUMNS = [
     "experiment", "method", "benchmark", "scenario", "params", "seed",
@@ -52,7 +55,7 @@ def run_rows(result: RunResult) -> pd.DataFrame:
         experiment=exp.name, method=exp.method, benchmark=exp.benchmark.name,
         scenario=exp.benchmark.scenario, trained_as=exp.benchmark.scenario, params=exp.params_label(),
         **{c: np.nan if getattr(train, c) is None else getattr(train, c) for c in TRAIN_COLUMNS},
-        seed=result.seed, seconds=round(result.seconds, 3),
+        seed=result.seed, seconds=round(result.seconds, 3), run_cpu_seconds=round(result.cpu_seconds, 3),
     )
     records = [
         {**base, "kind": "initial", "after_task": -1, "eval_task": i, "epoch": np.nan, "accuracy": a}
@@ -89,7 +92,8 @@ def complete_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """A results frame with every column of COLUMNS, first and in order, then any extra columns.
 
     Rows from before a column existed get trained_as = scenario (every run then was evaluated in
-    the scenario it was trained in) and an empty training configuration (not recorded)."""
+    the scenario it was trained in), an empty training configuration and an empty run_cpu_seconds (not
+    recorded)."""
     missing = set(CORE_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"rows lack the accuracy columns {sorted(missing)}")
@@ -98,7 +102,7 @@ def complete_columns(frame: pd.DataFrame) -> pd.DataFrame:
         frame["trained_as"] = frame["scenario"]
     else:
         frame["trained_as"] = frame["trained_as"].fillna(frame["scenario"])
-    for column in TRAIN_COLUMNS:
+    for column in [*TRAIN_COLUMNS, "run_cpu_seconds"]:
         if column not in frame.columns:
             frame[column] = np.nan
     extra = [c for c in frame.columns if c not in COLUMNS]

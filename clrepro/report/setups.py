@@ -9,6 +9,12 @@ not stated anywhere we found: our choice, said in ``note``) and ``source`` (the 
 repository, file and commit). A blank cell means "the package's default": fields the source does
 not state are blank and their choice is the notebook's, said in the note.
 
+``init`` is the network's initialisation, which no paper states: the ``der`` and ``tricks`` rows
+use ``xavier``, the authors' backbone (aimagelab/mammoth ``backbone/MNISTMLP.py`` and
+``MNISTMLP_PNN.py`` → ``backbone/__init__.py`` ``xavier``, @7ab9db9; hastings24/rethinking_er, the
+same files, @d32707b); the other papers' code (van de Ven & Tolias, Hsu et al., GPM) keeps
+PyTorch's default, as blank rows do.
+
 The notebooks build their experiments from it:
 
     experiment("replay/der_smnist_cil", "der", "split_mnist", "der", "class", buffer_size=200)
@@ -34,7 +40,7 @@ from clrepro.methods import method_class
 SETUPS = Path(__file__).with_name("setups.csv")
 KEY = ["paper", "benchmark", "scenario", "method", "variant", "buffer_size"]
 TRAIN_FIELDS = ["lr", "batch_size", "epochs", "iterations", "optimizer", "momentum", "weight_decay", "reset_optimizer"]
-MODEL_FIELDS = ["hidden", "bias", "dropout_input", "dropout_hidden"]
+MODEL_FIELDS = ["hidden", "bias", "dropout_input", "dropout_hidden", "init"]
 COLUMNS = [*KEY, *TRAIN_FIELDS, *MODEL_FIELDS, "method_params", "benchmark_params", "tag", "source", "note"]
 TAGS = ("[P]", "[C]", "[R]", "[?]")
 BUFFER_METHODS = ("er", "der", "derpp", "agem")  # their setups differ per buffer size
@@ -107,6 +113,8 @@ def _row_to_setup(row: dict[str, Any]) -> Setup:
     for k in ("dropout_input", "dropout_hidden"):
         if not _blank(row[k]):
             model[k] = float(row[k])
+    if not _blank(row["init"]):
+        model["init"] = row["init"]
     return Setup(
         paper=row["paper"], benchmark=row["benchmark"],
         scenario=None if _blank(row["scenario"]) else row["scenario"], method=row["method"],
@@ -174,5 +182,6 @@ def setups_table(path: str | Path = SETUPS) -> pd.DataFrame:
         records.append({"paper": s.paper, "benchmark": s.benchmark, "scenario": s.scenario or "all",
                         "method": s.method + (f" ({s.variant})" if s.variant else ""),
                         "buffer": s.buffer_size, **train, "hidden": "-".join(map(str, s.model.hidden)),
+                        "init": s.model.init,
                         "params": json.dumps(s.method_params, sort_keys=True), "tag": s.tag, "source": s.source})
     return pd.DataFrame.from_records(records)

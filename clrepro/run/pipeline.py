@@ -309,7 +309,8 @@ def render_status(profile: str = "paper"):
 
 def run_cpu_hours(results_csv: Path) -> float | None:
     """The sum of the per-run times recorded in a notebook's results file, in hours: what its
-    runs cost from an empty cache on one core (None when the file records no run times)."""
+    runs cost from an empty cache on one core (None when the file records no run times). A run's
+    CPU time (run_cpu_seconds) where it was recorded, else its wall seconds."""
     import pandas as pd
 
     try:
@@ -321,7 +322,10 @@ def run_cpu_hours(results_csv: Path) -> float | None:
     keys.append("trained_as" if "trained_as" in rows.columns else "scenario")
     if "seconds" not in rows.columns or not set(keys) <= set(rows.columns):
         return None
-    seconds = pd.to_numeric(rows.groupby(keys, dropna=False)["seconds"].first(), errors="coerce")
+    runs = rows.groupby(keys, dropna=False)
+    seconds = pd.to_numeric(runs["seconds"].first(), errors="coerce")
+    if "run_cpu_seconds" in rows.columns:
+        seconds = pd.to_numeric(runs["run_cpu_seconds"].first(), errors="coerce").fillna(seconds)
     return float(seconds.sum()) / 3600 if seconds.notna().any() else None
 
 

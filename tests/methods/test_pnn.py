@@ -221,3 +221,16 @@ def test_frozen_copy_is_independent_of_later_training():
     train_task(method, s.tasks[1])
     for key, value in method.net.columns[0].state_dict().items():
         assert torch.equal(value, reference[key])
+
+
+def test_new_columns_and_adapters_take_the_models_initialisation():
+    s = stream(2)
+    for init in ("default", "xavier"):
+        torch.manual_seed(0)
+        model = MLP(ModelConfig(hidden=WIDTHS, init=init), s.n_outputs, in_features=IN)
+        pnn = build_method("pnn", {"variant": "progressive"}, model, s)
+        train_task(pnn, s.tasks[0], steps=1)
+        pnn.begin_task(s.tasks[1], *s.tasks[1].train_tensors())  # column 2 and its adapters, untrained
+        later = pnn.net.columns[1]
+        biases = [m.bias for m in later.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None]
+        assert biases and all((torch.count_nonzero(b) == 0) == (init == "xavier") for b in biases)

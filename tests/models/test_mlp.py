@@ -39,3 +39,28 @@ def test_task_il_masking_equals_separate_heads(tiny_stream):
     method.loss(Batch(x, y, 1)).backward()
     grad = model.head.weight.grad
     assert torch.count_nonzero(grad[[0, 1]]) == 0 and torch.count_nonzero(grad[[2, 3]]) > 0
+
+
+def test_default_init_is_pytorchs_and_xavier_is_the_der_authors():
+    torch.manual_seed(0)
+    default = MLP(ModelConfig(hidden=(256, 256)), 10)
+    torch.manual_seed(0)
+    reference = [nn.Linear(784, 256), nn.Linear(256, 256), nn.Linear(256, 10)]
+    linears = [m for m in default.modules() if isinstance(m, nn.Linear)]
+    for a, b in zip(linears, reference, strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+    xavier = MLP(ModelConfig(hidden=(256, 256), init="xavier"), 10)
+    for layer in (m for m in xavier.modules() if isinstance(m, nn.Linear)):
+        fan_out, fan_in = layer.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5  # mammoth backbone/__init__.py: sqrt(3)·sqrt(2/(in+out))
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+        assert torch.count_nonzero(layer.bias) == 0
+    assert xavier.init == "xavier" and default.init == "default"
+
+
+def test_unknown_init_and_xavier_on_the_resnet_are_errors():
+    with pytest.raises(ConfigError, match="model.init"):
+        ModelConfig(init="kaiming")
+    with pytest.raises(ConfigError, match="model.init"):
+        ModelConfig(kind="resnet18", init="xavier")

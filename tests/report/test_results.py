@@ -134,3 +134,12 @@ def test_confidence_interval_t_distribution():
     assert (mean, std, n) == (2.0, 1.0, 3)
     assert half == pytest.approx(4.302652729 / np.sqrt(3))
     assert np.isnan(results.confidence_interval([5.0])[1])
+
+
+def test_rows_record_the_runs_cpu_time_and_old_files_read_without_it(tmp_path):
+    rows = fake_rows()
+    assert "run_cpu_seconds" in rows.columns and rows["run_cpu_seconds"].notna().all()
+    old = tmp_path / "old.csv"
+    rows.drop(columns="run_cpu_seconds").to_csv(old, index=False)
+    read = results.read_results(old)
+    assert list(read.columns[: len(results.COLUMNS)]) == results.COLUMNS and read["run_cpu_seconds"].isna().all()

@@ -85,3 +85,12 @@ def test_bad_rows_fail_naming_the_line(tmp_path):
     path.write_text("\n".join([lines[0], bad]) + "\n")
     with pytest.raises(ValueError, match="line 2"):
         load_setups(path)
+
+
+def test_der_and_tricks_rows_use_the_authors_xavier_init_and_the_others_pytorchs_default():
+    # aimagelab/mammoth backbone/MNISTMLP.py (@7ab9db9) and hastings24/rethinking_er (@d32707b) call
+    # backbone/__init__.py xavier(); van de Ven & Tolias, Hsu et al. and GPM keep nn.Linear's default.
+    for s in load_setups():
+        assert s.model.init == ("xavier" if s.paper in ("der", "tricks") else "default"), (s.paper, s.method)
+    assert experiment("pnn/x", "der", "split_mnist", "pnn", "task").model.init == "xavier"
+    assert "init" in setups_table().columns

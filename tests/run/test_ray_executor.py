@@ -2,6 +2,7 @@ import pytest
 
 from clrepro.config import BenchmarkConfig, ConfigError, TrainConfig
 from clrepro.experiment import Experiment
+from clrepro.report import results
 from clrepro.run import runner
 from clrepro.run.profiles import get_profile
 from clrepro.run.ray_executor import executor_from_env
@@ -35,6 +36,6 @@ def test_a_sweep_on_a_local_ray_equals_the_process_pool(tmp_path, monkeypatch):
         on_ray = runner.run_experiments(experiments, smoke, "cpu", jobs=2, progress=False, executor="ray")
     finally:
         ray.shutdown()
-    assert on_ray.drop(columns="seconds").equals(pool.drop(columns="seconds"))
+    assert on_ray.drop(columns=results.TIMING_COLUMNS).equals(pool.drop(columns=results.TIMING_COLUMNS))
     # the driver wrote the run cache, one entry per run
     assert len(list((tmp_path / "ray").glob("*.csv"))) == 2 * len(smoke.seeds)

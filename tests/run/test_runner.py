@@ -122,7 +122,8 @@ def test_a_damaged_cache_entry_is_recomputed_with_a_warning(tmp_path, monkeypatc
     with pytest.warns(UserWarning, match=str(entry.name)):
         second = runner.run_experiments(TINY, smoke, "cpu", seeds=[0])
     assert len(calls) == 2  # recomputed, not served
-    pd.testing.assert_frame_equal(first.drop(columns="seconds"), second.drop(columns="seconds"), check_dtype=False)
+    untimed = [frame.drop(columns=results.TIMING_COLUMNS) for frame in (first, second)]
+    pd.testing.assert_frame_equal(*untimed, check_dtype=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the recomputed entry is whole again: a silent hit
         runner.run_experiments(TINY, smoke, "cpu", seeds=[0])
@@ -265,7 +266,7 @@ def test_an_experiment_in_lockstep_is_one_unit_and_caches_every_seed(tmp_path, m
     monkeypatch.setenv("CLREPRO_CACHE", "off")  # a lone seed, computed: the same rows as in a batch
     alone = runner.run_experiments(TINY, get_profile("smoke"), "cpu", seeds=[1], progress=False)
     same = rows[rows["seed"] == 1].reset_index(drop=True)
-    assert alone.drop(columns="seconds").equals(same.drop(columns="seconds"))
+    assert alone.drop(columns=results.TIMING_COLUMNS).equals(same.drop(columns=results.TIMING_COLUMNS))
     monkeypatch.setenv("CLREPRO_CACHE", str(tmp_path))
     monkeypatch.setenv("CLREPRO_LOCKSTEP", "off")
     assert runner.cache_key(TINY, 0, "cpu") not in {p.stem for p in tmp_path.glob("*.csv")}
