@@ -57,7 +57,7 @@ def digits_shuffled(seed: int):
     genuine = streams._split_dataset("split_mnist", None)
     relabel = torch.from_numpy(np.random.RandomState(seed).permutation(10))
     shuffled = ImageDataset(genuine.name, genuine.train_images, relabel[genuine.train_labels],
-                                    genuine.test_images, relabel[genuine.test_labels])
+                            genuine.test_images, relabel[genuine.test_labels])
     with mock.patch.object(streams, "_split_dataset", lambda name, data_dir: shuffled):
         yield
 
