@@ -23,22 +23,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from clrepro.metrics import trained_view
-
-RUN_KEYS = ["experiment", "method", "benchmark", "scenario", "params", "seed"]
+from clrepro.run.pipeline import run_times
 
 
 def cpu_hours(results_dir: Path) -> pd.DataFrame:
     records = []
     for path in sorted(results_dir.glob("*.csv")):
-        frame = pd.read_csv(path, dtype={"params": str}, keep_default_na=False, na_values=[""])
-        if not set(RUN_KEYS) | {"seconds"} <= set(frame.columns):
+        per_run = run_times(path)
+        if per_run is None:
             continue
-        frame = trained_view(frame)  # a Class-IL run's Task-IL view is the same run: count it once
-        cpu = frame["run_cpu_seconds"] if "run_cpu_seconds" in frame else pd.Series(float("nan"), index=frame.index)
-        frame = frame.assign(seconds=pd.to_numeric(frame["seconds"], errors="coerce"),
-                             run_cpu_seconds=pd.to_numeric(cpu, errors="coerce"))
-        per_run = frame.groupby(RUN_KEYS, dropna=False)[["seconds", "run_cpu_seconds"]].max()
         has_cpu = per_run["run_cpu_seconds"].notna()
         measure = "cpu" if has_cpu.all() else "wall" if not has_cpu.any() else "mixed"
         records.append({"file": path.name, "runs": int(per_run["seconds"].notna().sum()),

@@ -307,26 +307,38 @@ def render_status(profile: str = "paper"):
     return pd.DataFrame(rows, columns=["notebook", "commit", "clean", "finished", "minutes", "current", "reason"])
 
 
-def run_cpu_hours(results_csv: Path) -> float | None:
-    """The sum of the per-run times recorded in a notebook's results file, in hours: what its
-    runs cost from an empty cache on one core (None when the file records no run times). A run's
-    CPU time (run_cpu_seconds) where it was recorded, else its wall seconds."""
+RUN_KEYS = ["experiment", "method", "benchmark", "scenario", "params", "seed"]
+
+
+def run_times(results_csv: Path):
+    """One row per run of a notebook's results file (its RUN_KEYS) with the run's wall `seconds`
+    and `run_cpu_seconds` (NaN where not recorded: renders before wave 2), or None when the file
+    records no run times. A Class-IL run's Task-IL view is the same run, so it is counted once."""
     import pandas as pd
+
+    from clrepro.metrics import trained_view
 
     try:
         rows = pd.read_csv(results_csv, dtype={"params": str}, keep_default_na=False, na_values=[""])
     except (OSError, ValueError):
         return None
-    keys = [c for c in ("experiment", "method", "benchmark", "params", "seed") if c in rows.columns]
-    # A Class-IL run's Task-IL rows (scenario 'task', trained_as 'class') are the same run.
-    keys.append("trained_as" if "trained_as" in rows.columns else "scenario")
-    if "seconds" not in rows.columns or not set(keys) <= set(rows.columns):
+    if not set(RUN_KEYS) | {"seconds"} <= set(rows.columns):
         return None
-    runs = rows.groupby(keys, dropna=False)
-    seconds = pd.to_numeric(runs["seconds"].first(), errors="coerce")
-    if "run_cpu_seconds" in rows.columns:
-        seconds = pd.to_numeric(runs["run_cpu_seconds"].first(), errors="coerce").fillna(seconds)
-    return float(seconds.sum()) / 3600 if seconds.notna().any() else None
+    rows = trained_view(rows)
+    cpu = rows["run_cpu_seconds"] if "run_cpu_seconds" in rows else pd.Series(float("nan"), index=rows.index)
+    rows = rows.assign(seconds=pd.to_numeric(rows["seconds"], errors="coerce"),
+                       run_cpu_seconds=pd.to_numeric(cpu, errors="coerce"))
+    return rows.groupby(RUN_KEYS, dropna=False)[["seconds", "run_cpu_seconds"]].max()
+
+
+def run_cpu_hours(results_csv: Path) -> float | None:
+    """The sum of the per-run times recorded in a notebook's results file, in hours: what its
+    runs cost from an empty cache on one core (None when the file records no run times). A run's
+    CPU time (run_cpu_seconds) where it was recorded, else its wall seconds."""
+    runs = run_times(results_csv)
+    if runs is None or not runs["seconds"].notna().any():
+        return None
+    return float(runs["run_cpu_seconds"].fillna(runs["seconds"]).sum()) / 3600
 
 
 def durations_markdown(stamps: dict, results_dir: Path | None = None) -> str:

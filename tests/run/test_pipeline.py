@@ -320,3 +320,25 @@ def test_the_summary_fingerprint_ignores_what_the_summary_writes(tmp_path):
     assert pipeline._results_fingerprint(tmp_path) == before
     (tmp_path / "ewc.csv").write_text("a\n2\n")
     assert pipeline._results_fingerprint(tmp_path) != before
+
+
+def test_run_cpu_hours_counts_each_run_once_and_prefers_cpu_seconds(tmp_path):
+    import pandas as pd
+
+    base = {"method": "der", "benchmark": "split_mnist", "params": "{}", "seed": 0}
+    rows = pd.DataFrame([
+        # one Class-IL run: two rows of its own view, and its Task-IL view stored under another name
+        {**base, "experiment": "x/cil", "scenario": "class", "trained_as": "class", "seconds": 100.0,
+         "run_cpu_seconds": 60.0},
+        {**base, "experiment": "x/cil", "scenario": "class", "trained_as": "class", "seconds": 100.0,
+         "run_cpu_seconds": 60.0},
+        {**base, "experiment": "x/til", "scenario": "task", "trained_as": "class", "seconds": 100.0,
+         "run_cpu_seconds": 60.0},
+        # a run from before CPU seconds were recorded: its wall seconds count
+        {**base, "experiment": "x/dil", "scenario": "domain", "trained_as": "domain", "seconds": 300.0,
+         "run_cpu_seconds": None},
+    ])
+    rows.to_csv(tmp_path / "nb.csv", index=False)
+    assert len(pipeline.run_times(tmp_path / "nb.csv")) == 2
+    assert pipeline.run_cpu_hours(tmp_path / "nb.csv") == pytest.approx((60 + 300) / 3600)
+    assert pipeline.run_cpu_hours(tmp_path / "missing.csv") is None
