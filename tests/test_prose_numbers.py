@@ -84,12 +84,13 @@ def known() -> set[str]:
             for text in frame[column].dropna().astype(str):
                 values.update(NUMBER.findall(text))
         if {"check", "variant", "seed", "acc"} <= set(frame.columns):  # protocol_checks.csv: seed means
-            means = frame.groupby(["check", "variant"])["acc"].mean()
-            for _, group in means.groupby(level="check"):
-                for v in group:
-                    _add(values, v)
-                for a, b in itertools.combinations(group.to_numpy(), 2):
-                    _add(values, a - b)
+            for score in {"acc", "task_acc"} & set(frame.columns):  # task_acc: a Class-IL run's Task-IL view
+                means = frame.groupby(["check", "variant"])[score].mean().dropna()
+                for _, group in means.groupby(level="check"):
+                    for v in group:
+                        _add(values, v)
+                    for a, b in itertools.combinations(group.to_numpy(), 2):
+                        _add(values, a - b)
     return values
 
 

@@ -30,7 +30,8 @@ def test_der_smnist_methods_without_a_buffer():
     oewc = experiment("x/y", "der", "split_mnist", "online_ewc", "class")
     assert oewc.train.lr == 0.03 and oewc.method_params["lam"] == 90 and oewc.method_params["gamma"] == 1.0
     lwf = experiment("x/y", "der", "split_mnist", "lwf", "class")
-    assert (lwf.train.lr, lwf.train.weight_decay) == (0.03, 5e-4)
+    # wd_reg 5e-4, added to the loss as wd_reg·Σθ² (mammoth models/lwf.py @7ab9db9): SGD weight decay 1e-3
+    assert (lwf.train.lr, lwf.train.weight_decay) == (0.03, 1e-3)
     assert lwf.method_params["lam_o"] == 1 and lwf.method_params["temperature"] == 2
     assert experiment("x/y", "der", "split_mnist", "pnn", "task").train.lr == 0.1
     for buffer in (200, 500, 5120):
