@@ -69,6 +69,9 @@ def digits_shuffled(seed: int):
         yield
 
 
+LWF_DER = experiment("checks/lwf_der", "der", "split_mnist", "lwf", "class")
+
+
 @register
 class HeadWarmupLwF(LwF):
     """The DER authors' LwF warm-up (mammoth models/lwf.py @7ab9db9, begin_task): before every task
@@ -78,7 +81,7 @@ class HeadWarmupLwF(LwF):
     check uses it: the DER rows of the lwf notebook run without it, as their setups note says."""
 
     name = "lwf_head_warmup"
-    lr, batch_size = 0.03, 10  # the DER S-MNIST setup's (setups.csv)
+    lr, batch_size = LWF_DER.train.lr, LWF_DER.train.batch_size  # the DER S-MNIST setup's (setups.csv)
 
     def begin_task(self, task, x, y) -> None:
         if task.index > 0:
@@ -102,7 +105,6 @@ def checks() -> dict[str, list[tuple[str, object]]]:
     # elrd and rotation isolate one switch each; they ran with PyTorch's default initialisation
     # (before the authors' was found, see `init`) and keep it, so their rows stay reproducible.
     er = er_t.experiment("checks/elrd").with_(method_params={"lr_decay": 1.0, "sampling": "reservoir"}, **DEFAULT)
-    lwf_der = experiment("checks/lwf_der", "der", "split_mnist", "lwf", "class")
     vdv_sgd = experiment("checks/adam", "vandeven", "split_mnist", "finetune", "task")
     return {
         "lwf_class": [
@@ -147,7 +149,7 @@ def checks() -> dict[str, list[tuple[str, object]]]:
         ],
         "lwf_der": [
             (f"{warmup_label}, weight decay {wd:g}",
-             lwf_der.with_(train={"weight_decay": wd}, **({"method": HeadWarmupLwF.name} if warmup else {})))
+             LWF_DER.with_(train={"weight_decay": wd}, **({"method": HeadWarmupLwF.name} if warmup else {})))
             for warmup, warmup_label in ((False, "no warm-up"), (True, "head warm-up"))
             for wd in (5e-4, 1e-3)
         ],
