@@ -6,7 +6,11 @@
    variant, plus the Gram–Schmidt extension of a 1,000-vector basis by them;
 3. flat against factored storage (method_params.storage), through the method itself on a basis
    grown task by task from random inputs (GTL, 200 examples a task): projection per step at
-   k = 200, 800, 1,800 and end_task (output gradients + Gram–Schmidt) at k = 0 and k = 1,600.
+   k = 200, 800, 1,800 and end_task (output gradients + Gram–Schmidt) at k = 0 and k = 1,600;
+4. the factored storage's whole training step (forward, backward, projection, SGD step; batch 10)
+   projecting W.grad every step (defer=False) against the deferred projection (defer=True: the
+   projection's weight change kept as k coefficients, folded at the end of the task), next to a
+   plain SGD step, at k = 200, 800, 1,800.
 
 Run: `python benchmarks/ogd_projection.py` (PYTHONPATH at the repository root).
 """
@@ -19,8 +23,9 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from clrepro.config import ModelConfig
+from clrepro.config import ModelConfig, TrainConfig
 from clrepro.methods import build_method
+from clrepro.methods.base import Batch
 from clrepro.methods.ogd import extend_orthonormal_basis, output_gradients, project_out
 from clrepro.models import build_model
 
@@ -80,6 +85,7 @@ def main() -> None:
     seconds = best_of(lambda: extend_orthonormal_basis(basis, vectors, 1e-4), repeat=2, number=1)
     print(f"Gram–Schmidt of 200 new vectors against k = 1000: {seconds:.2f} s")
     compare_storages()
+    compare_deferred()
 
 
 class _Stream:
@@ -135,6 +141,43 @@ def compare_storages(n_tasks: int = 9, timed_at: tuple[int, ...] = (200, 800, 18
     for k in (0, max(k for _, k in end_task)):
         a, b = end_task["flat", k], end_task["factored", k]
         print(f"{'k = ' + str(k):>8} {a:>10.2f} {b:>14.2f} {a / b:>8.1f}×")
+
+
+def compare_deferred(n_tasks: int = 10, timed_at: tuple[int, ...] = (200, 800, 1800)) -> None:
+    """Training steps of the factored storage, eager and deferred projection, on identical bases."""
+    g = torch.Generator().manual_seed(1)
+    tasks = [(torch.rand(1000, 784, generator=g), torch.randint(0, 10, (1000,), generator=g)) for _ in range(n_tasks)]
+    cfg = TrainConfig(lr=1e-3, batch_size=10)
+    step_time: dict[tuple[bool, int], float] = {}
+    plain = None
+    for defer in (False, True):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(hidden=(100, 100)), 10)
+        method = build_method("ogd", {"variant": "GTL", "storage": "factored", "defer": defer}, model, _Stream(n_tasks))
+        torch.manual_seed(2)
+        for t, (x, y) in enumerate(tasks):
+            optimizer = method.make_optimizer(cfg)
+            batch = Batch(x[:10], y[:10], t)
+
+            def step(method=method, optimizer=optimizer, batch=batch):
+                optimizer.zero_grad()
+                method.loss(batch).backward()
+                method.transform_gradients(batch)
+                optimizer.step()
+
+            if t == 0 and plain is None:
+                plain = best_of(step, number=200)  # k = 0: nothing to project
+            if method.rank in timed_at:
+                step_time[defer, method.rank] = best_of(step, number=50)
+            method.end_task(SimpleNamespace(index=t), x, y)
+    print("\nfactored storage, one training step at batch 10 (forward, backward, projection, SGD step)")
+    print(f"plain SGD step (k = 0): {1e3 * plain:.3f} ms")
+    print(f"{'basis k':>8} {'eager (ms)':>11} {'deferred (ms)':>14} {'speed-up':>9}")
+    for k in timed_at:
+        if (False, k) in step_time:
+            a, b = step_time[False, k], step_time[True, k]
+            print(f"{k:>8} {1e3 * a:>11.3f} {1e3 * b:>14.3f} {a / b:>8.1f}×")
+
 
 if __name__ == "__main__":
     main()

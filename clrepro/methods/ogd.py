@@ -31,6 +31,19 @@ k·Σ_l out_l + examples·Σ_l in_l numbers plus the k×k matrices C and K, inst
 step is several times faster (benchmarks/ogd_projection.py). Note what that store holds: the
 first layer's factor a_1 IS the input image x, so the factored store contains the sampled
 examples themselves; OGD's "no data is stored" is a property of the flat storage only.
+
+Deferred projection (defer=True, factored storage under plain SGD; not in the paper; the same
+updates in exact arithmetic, up to rounding in floats). The projection's change to a layer's
+weights is Δᵀ diag(u) A, with u = Cᵀ C (G g) one number per stored vector, and Δ and A do not
+change within a task. So instead of forming Δᵀ diag(u) A every step (k·in·out operations),
+the step adds lr·u to a vector c [k] and the layer computes with W + Δᵀ diag(c) A and
+b + Δᵀ c: x ↦ x Wᵀ + b + ((x Aᵀ) ⊙ c) Δ + cᵀΔ costs B·k·(in + out) for a batch of B, and
+x Aᵀ is the product G g needs anyway. SGD then steps W with the raw gradient g, computed at the
+corrected weights: W + Δᵀdiag(c + lr·u)A − lr·g = (W + Δᵀdiag(c)A) − lr·(g − Δᵀdiag(u)A), the
+projected step. c is folded into W (and reset) at the end of each task, before any forward pass
+without gradients (evaluation) and whenever the optimiser is rebuilt, so the model's weights are
+the true ones wherever anything outside the training step looks at them. Momentum or weight
+decay would act on the raw gradient, so any other optimiser projects W.grad every step instead.
 """
 
 from __future__ import annotations
@@ -56,6 +69,7 @@ class OGDParams:
     tolerance: float = 1e-4  # drop a vector whose residual norm is below tolerance × its norm
     chunk: int = 50  # examples per vmap call (bounds the memory of per-example gradients)
     storage: str = "flat"  # "flat": the paper's S [k, P]; "factored": per-layer factors (Linear-only models)
+    defer: bool = True  # factored storage under plain SGD: keep the projection's weight change as k coefficients
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -236,6 +250,11 @@ class OGD(Method):
         self._basis = torch.zeros(0, self.n_params, dtype=first.dtype, device=first.device)  # S (flat storage)
         self.basis_sizes: list[int] = []  # k after each task (the storage-cost figure)
         self.stored_bytes: list[int] = []  # memory_bytes after each task
+        # Deferred projection (factored storage): the optimiser, set by make_optimizer when it is
+        # plain SGD, and the coefficients c not yet folded into the weights.
+        self._deferring: torch.optim.SGD | None = None
+        self._pending = torch.zeros(0, dtype=first.dtype, device=first.device)
+        self._pending_active = False
         if params.storage == "factored":
             self._layers = _linear_layers(model, self._params)
             self._example_of = torch.zeros(0, dtype=torch.long, device=first.device)  # raw vector → stored example
@@ -243,30 +262,87 @@ class OGD(Method):
             self._gram = torch.zeros(0, 0, dtype=torch.float64, device=first.device)  # K = G Gᵀ
             self._coef = torch.zeros(0, 0, dtype=torch.float64, device=first.device)  # C: S = C G
             self._coef_fast = self._coef.to(first.dtype)  # C in the parameters' dtype, for the projection
+            self._coef_lower = True  # C is lower triangular (see _normal_product)
             # The training batch's factors (layer input X, gradient at the output E), captured by
             # hooks during `loss` and its backward pass, so G g never touches W.grad.
             self._batch_inputs: dict[int, torch.Tensor] = {}
             self._batch_grads: dict[int, torch.Tensor] = {}
             self._capturing = False
+            self._batch_products: dict[int, torch.Tensor] = {}  # each layer's x Aᵀ of the batch
             for i, layer in enumerate(self._layers):
+                layer.module.register_forward_pre_hook(self._fold_before_evaluation)
                 layer.module.register_forward_hook(self._batch_hook(i))
 
     def _batch_hook(self, index: int):
         def hook(module, args, out):
+            x = args[0]
+            if self._pending_active:
+                out = out + self._correction(index, x)
             if not self._capturing or not out.requires_grad:
-                return
-            if index in self._batch_inputs or args[0].dim() != 2:  # not one rank-B term: use W.grad
+                return out
+            if index in self._batch_inputs or x.dim() != 2:  # not one rank-B term: use W.grad
                 self._batch_inputs[index] = None
-                return
-            self._batch_inputs[index] = args[0].detach()
+                return out
+            self._batch_inputs[index] = x.detach()
             out.register_hook(lambda g: self._batch_grads.__setitem__(index, g.detach()))
+            return out
         return hook
+
+    # --- deferred projection --------------------------------------------------------------
+    def make_optimizer(self, cfg):
+        self._fold()
+        optimizer = super().make_optimizer(cfg)
+        plain_sgd = cfg.optimizer == "sgd" and cfg.momentum == 0 and cfg.weight_decay == 0
+        self._deferring = optimizer if self.params.storage == "factored" and self.params.defer and plain_sgd else None
+        return optimizer
+
+    def _correction(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """((x Aᵀ) ⊙ c) Δ + cᵀΔ: what Δᵀ diag(c) A adds to this layer's output for input x."""
+        layer = self._layers[index]
+        correction = 0
+        if layer.weight:
+            products = x @ layer.inputs.T  # [B, examples]
+            if not self._one_per_example:
+                products = products[..., self._example_of]
+            if self._capturing:
+                self._batch_products[index] = products.detach()
+            correction = (products * self._pending) @ layer.delta
+        if layer.bias:
+            correction = correction + self._pending @ layer.delta
+        return correction
+
+    def _fold_before_evaluation(self, module, args) -> None:
+        if self._pending_active and not torch.is_grad_enabled():
+            self._fold()
+
+    @torch.no_grad()
+    def _fold(self) -> None:
+        """W ← W + Δᵀ diag(c) A, b ← b + Δᵀ c, c ← 0: the weights the steps so far have made."""
+        if not self._pending_active:
+            return
+        for layer in self._layers:
+            w = layer.module
+            if layer.weight:
+                w.weight.addmm_(self._weighted(layer, self._pending).T, layer.inputs)
+            if layer.bias:
+                w.bias.addmv_(layer.delta.T, self._pending)
+        self._pending.zero_()
+        self._pending_active = False
+
+    def _weighted(self, layer: LinearFactors, u: torch.Tensor) -> torch.Tensor:
+        """diag(u) Δ with rows summed per stored example: [examples, out], against A's rows."""
+        weighted = layer.delta * u[:, None]
+        if not self._one_per_example:  # ALL: sum the rows of one example, which share its a
+            weighted = weighted.new_zeros(len(layer.inputs), weighted.shape[1]).index_add_(
+                0, self._example_of, weighted)
+        return weighted
 
     def loss(self, batch: Batch) -> torch.Tensor:
         if self.params.storage != "factored" or self.rank == 0:
             return super().loss(batch)
         self._batch_inputs.clear()
         self._batch_grads.clear()
+        self._batch_products.clear()
         self._capturing = True
         try:
             return super().loss(batch)
@@ -313,6 +389,8 @@ class OGD(Method):
             g.copy_(v.view_as(g))
 
     def end_task(self, task, x, y) -> None:
+        if self.params.storage == "factored":
+            self._fold()  # the true weights, before their output gradients are taken
         n = min(self.params.n_examples, len(x))
         idx = torch.randperm(len(x), device=x.device)[:n]
         mask = self._masks[task.index]
@@ -411,6 +489,8 @@ class OGD(Method):
         self._gram = gram[kept][:, kept]
         self._coef = coef[:, kept]
         self._coef_fast = self._coef.to(self._params[0].dtype)
+        self._coef_lower = bool((self._coef_fast.triu(1) == 0).all())  # always, by construction (tested)
+        self._pending = self._coef_fast.new_zeros(len(self._coef_fast))
         used, local = torch.unique(example_of[keep], return_inverse=True)
         self._example_of = torch.cat([self._example_of, local + n_examples])
         self._one_per_example = torch.equal(self._example_of, torch.arange(len(self._example_of),
@@ -421,31 +501,51 @@ class OGD(Method):
                 layer.inputs = torch.cat([layer.inputs, a[used]])
 
     def _project_factored(self) -> None:
-        """g ← g − Gᵀ Cᵀ C (G g), with G g and Gᵀ u as per-layer products of the factors."""
+        """g ← g − Gᵀ Cᵀ C (G g), with G g and Gᵀ u as per-layer products of the factors; when
+        deferring, W.grad stays g and c ← c + lr·u instead (see the module docstring)."""
         gg = self._coef_fast.new_zeros(len(self._coef_fast))
         for i, layer in enumerate(self._layers):
             w = layer.module
             if layer.weight:
                 x_batch, e_batch = self._batch_inputs.get(i), self._batch_grads.get(i)
-                if x_batch is not None and e_batch is not None:  # W.grad = Eᵀ X: A W.gradᵀ = (A Xᵀ) E
+                products = self._batch_products.get(i)
+                if x_batch is not None and e_batch is not None and products is not None:
+                    at = products.T @ e_batch  # the forward pass's x Aᵀ, one row per raw vector
+                elif x_batch is not None and e_batch is not None:  # W.grad = Eᵀ X: A W.gradᵀ = (A Xᵀ) E
                     at = (layer.inputs @ x_batch.T) @ e_batch
                 else:
                     at = layer.inputs @ w.weight.grad.T  # [examples, out]: smaller than Δ W.grad [k, in]
-                gg += (layer.delta * (at if self._one_per_example else at[self._example_of])).sum(1)
+                if products is None and not self._one_per_example:
+                    at = at[self._example_of]
+                gg += (layer.delta * at).sum(1)
             if layer.bias:
                 gg.addmv_(layer.delta, w.bias.grad)
-        # two products with C, not one with CᵀC: C is well scaled, CᵀC = K⁻¹ is not (float32)
-        u = self._coef_fast.T @ (self._coef_fast @ gg)
+        u = self._normal_product(gg)
+        if self._deferring is not None:
+            self._pending.add_(u, alpha=self._deferring.param_groups[0]["lr"])
+            self._pending_active = True
+            return
         for layer in self._layers:
             w = layer.module
             if layer.weight:
-                weighted = layer.delta * u[:, None]
-                if not self._one_per_example:  # ALL: sum the rows of one example, which share its a
-                    weighted = weighted.new_zeros(len(layer.inputs), weighted.shape[1]).index_add_(
-                        0, self._example_of, weighted)
-                w.weight.grad.addmm_(weighted.T, layer.inputs, alpha=-1)
+                w.weight.grad.addmm_(self._weighted(layer, u).T, layer.inputs, alpha=-1)
             if layer.bias:
                 w.bias.grad.addmv_(layer.delta.T, u, alpha=-1)
+
+    def _normal_product(self, gg: torch.Tensor, block: int = 256) -> torch.Tensor:
+        """Cᵀ (C gg): two products with C, not one with CᵀC (C is well scaled, CᵀC = K⁻¹ is not,
+        in float32). Gram–Schmidt makes C lower triangular (vector i combines raw vectors ≤ i),
+        so one pass over its nonzero half does both, a block of rows at a time while the block
+        is in cache: a quarter of the memory traffic of two full products, which bound the step."""
+        coef = self._coef_fast
+        if not self._coef_lower:
+            return coef.T @ (coef @ gg)
+        u = torch.zeros_like(gg)
+        for start in range(0, len(coef), block):
+            end = min(start + block, len(coef))
+            rows = coef[start:end, :end]
+            u[:end].addmv_(rows.T, rows @ gg[:end])
+        return u
 
     def stored_gradients(self, rows: slice = slice(None), dtype: torch.dtype | None = None) -> torch.Tensor:
         """Factored storage: the raw gradients G [k, P] (model.parameters() order), rebuilt densely

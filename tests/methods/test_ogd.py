@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clrepro.config import ConfigError, ModelConfig
+from clrepro.config import ConfigError, ModelConfig, TrainConfig
 from clrepro.data.streams import Stream, Task
 from clrepro.methods import build_method
 from clrepro.methods.base import Batch
@@ -378,3 +378,111 @@ def test_factored_projection_from_the_batch_factors_equals_the_one_from_w_grad(v
         ogd._batch_inputs.clear()
         ogd.logits(x, 1)
     assert not ogd._batch_inputs  # evaluation captures nothing
+
+
+# --- deferred projection (factored storage under plain SGD) --------------------------------
+
+
+def train_like_the_loop(method, stream, cfg, passes, steps=10, seed=3):
+    """The loop's order: optimiser per task, loss, backward, transform_gradients, step; end_task."""
+    torch.manual_seed(seed)
+    for task in passes:
+        optimizer = method.make_optimizer(cfg)
+        x, y = task.train_tensors()
+        method.model.train()
+        for step in range(steps):
+            idx = torch.arange(3 * step, 3 * step + 3)
+            batch = Batch(x[idx], y[idx], task.index)
+            optimizer.zero_grad()
+            method.loss(batch).backward()
+            method.transform_gradients(batch)
+            optimizer.step()
+        method.end_task(task, x, y)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("variant", "scenario"), VARIANT_SCENARIOS)
+def test_deferred_training_matches_eager(variant, scenario, bias):
+    stream = small_stream(scenario)
+    cfg = TrainConfig(lr=0.1, batch_size=3)
+    methods = [make_small(stream, "factored", bias=bias, variant=variant, n_examples=10, defer=defer)
+               for defer in (False, True)]
+    for method in methods:
+        train_like_the_loop(method, stream, cfg, (*stream.tasks, stream.tasks[0]))
+    eager, deferred = methods
+    assert eager._deferring is None and deferred._deferring is not None
+    assert not deferred._pending_active  # folded at the end of the task
+    assert deferred.basis_sizes == eager.basis_sizes and deferred.basis_sizes[-1] > deferred.basis_sizes[0]
+    for a, b in zip(eager.model.parameters(), deferred.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    untrained = make_small(stream, "factored", bias=bias).model
+    assert not torch.equal(deferred.model.head.weight, untrained.head.weight)  # it trained
+
+
+def test_deferred_forward_is_the_folded_model():
+    """Mid-task, the corrected forward pass equals the forward pass of the folded weights, and a
+    forward pass without gradients (evaluation) folds first, so the weights are the true ones."""
+    stream = small_stream("class")
+    ogd = make_small(stream, "factored", n_examples=10)
+    cfg = TrainConfig(lr=0.1, batch_size=3)
+    train_like_the_loop(ogd, stream, cfg, stream.tasks[:1])
+    optimizer = ogd.make_optimizer(cfg)
+    x, y = stream.tasks[1].train_tensors()
+    for step in range(4):
+        batch = Batch(x[3 * step:3 * step + 3], y[3 * step:3 * step + 3], 1)
+        optimizer.zero_grad()
+        ogd.loss(batch).backward()
+        ogd.transform_gradients(batch)
+        optimizer.step()
+    assert ogd._pending_active and ogd._pending.abs().sum() > 0
+    weights = [p.detach().clone() for p in ogd.model.parameters()]
+    corrected = ogd.model(x).detach()
+    with torch.no_grad():
+        folded = ogd.model(x)
+    assert not ogd._pending_active and ogd._pending.abs().sum() == 0
+    assert any(not torch.equal(a, b) for a, b in zip(weights, ogd.model.parameters(), strict=True))
+    torch.testing.assert_close(corrected, folded, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [TrainConfig(lr=0.1, momentum=0.9), TrainConfig(lr=0.1, weight_decay=1e-4),
+                                 TrainConfig(lr=0.1, optimizer="adam")])
+def test_other_optimisers_project_the_gradient_every_step(cfg):
+    stream = small_stream()
+    ogd = make_small(stream, "factored", n_examples=10)
+    finish_tasks(ogd, stream)
+    ogd.make_optimizer(cfg)
+    assert ogd._deferring is None
+    x, y = stream.tasks[1].train_tensors()
+    batch = Batch(x[:5], y[:5], 1)
+    ogd.model.zero_grad()
+    ogd.loss(batch).backward()
+    before = flat_grads(ogd).clone()
+    ogd.transform_gradients(batch)
+    raw = ogd.stored_gradients()
+    after = flat_grads(ogd)
+    assert not torch.equal(before, after) and not ogd._pending_active
+    assert (raw @ after).abs().max() < 1e-5 * raw.norm(dim=1).max() * before.norm()
+
+
+def test_deferred_runs_are_deterministic():
+    stream = small_stream()
+    cfg = TrainConfig(lr=0.1, batch_size=3)
+    runs = []
+    for _ in range(2):
+        ogd = make_small(stream, "factored", n_examples=10)
+        train_like_the_loop(ogd, stream, cfg, stream.tasks)
+        runs.append([p.detach().clone() for p in ogd.model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+@pytest.mark.parametrize(("variant", "scenario"), VARIANT_SCENARIOS)
+def test_coefficients_are_lower_triangular_and_the_blocked_product_is_exact(variant, scenario):
+    stream = small_stream(scenario, duplicates=True)
+    ogd = make_small(stream, "factored", variant=variant, n_examples=30)
+    finish_tasks(ogd, stream)
+    C = ogd._coef_fast
+    assert len(C) > 40 and ogd._coef_lower and torch.equal(C, C.tril())  # Gram–Schmidt order
+    gg = torch.randn(len(C), generator=torch.Generator().manual_seed(0))
+    expected = C.T @ (C @ gg)
+    for block in (1, 7, 256):  # the same sums in another order: float32 rounding only
+        assert (ogd._normal_product(gg, block=block) - expected).norm() < 1e-6 * expected.norm()
