@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -251,24 +253,31 @@ def test_factored_projection_equals_flat(variant, scenario):
     assert (raw @ after).abs().max() < 1e-5 * raw.norm(dim=1).max() * before[1].norm()
 
 
+def train_like_the_loop(method, passes, new_optimizer, steps=10, seed=3):
+    """The loop's order: an optimiser per task (new_optimizer()), then loss, backward,
+    transform_gradients, step; end_task."""
+    torch.manual_seed(seed)
+    for task in passes:
+        optimizer = new_optimizer()
+        x, y = task.train_tensors()
+        method.model.train()
+        for step in range(steps):
+            idx = torch.arange(3 * step, 3 * step + 3)
+            batch = Batch(x[idx], y[idx], task.index)
+            optimizer.zero_grad()
+            method.loss(batch).backward()
+            method.transform_gradients(batch)
+            optimizer.step()
+        method.end_task(task, x, y)
+
+
 def test_factored_training_matches_flat():
     """Real steps (dropout on, so the RNG draws must match too) over two tasks and a third pass."""
     stream = small_stream("task")
     methods = [make_small(stream, storage, dropout=0.2, n_examples=10) for storage in ("flat", "factored")]
     for method in methods:
-        torch.manual_seed(3)
-        opt = torch.optim.SGD(method.model.parameters(), lr=0.1)
-        for task in (*stream.tasks, stream.tasks[0]):
-            x, y = task.train_tensors()
-            method.model.train()
-            for step in range(10):
-                idx = torch.arange(3 * step, 3 * step + 3)
-                batch = Batch(x[idx], y[idx], task.index)
-                opt.zero_grad()
-                method.loss(batch).backward()
-                method.transform_gradients(batch)
-                opt.step()
-            method.end_task(task, x, y)
+        optimizer = torch.optim.SGD(method.model.parameters(), lr=0.1)  # one for all tasks
+        train_like_the_loop(method, (*stream.tasks, stream.tasks[0]), lambda optimizer=optimizer: optimizer)
     flat, factored = methods
     assert factored.basis_sizes == flat.basis_sizes == [10, 20, 30]
     for a, b in zip(flat.model.parameters(), factored.model.parameters(), strict=True):
@@ -383,23 +392,6 @@ def test_factored_projection_from_the_batch_factors_equals_the_one_from_w_grad(v
 # --- deferred projection (factored storage under plain SGD) --------------------------------
 
 
-def train_like_the_loop(method, stream, cfg, passes, steps=10, seed=3):
-    """The loop's order: optimiser per task, loss, backward, transform_gradients, step; end_task."""
-    torch.manual_seed(seed)
-    for task in passes:
-        optimizer = method.make_optimizer(cfg)
-        x, y = task.train_tensors()
-        method.model.train()
-        for step in range(steps):
-            idx = torch.arange(3 * step, 3 * step + 3)
-            batch = Batch(x[idx], y[idx], task.index)
-            optimizer.zero_grad()
-            method.loss(batch).backward()
-            method.transform_gradients(batch)
-            optimizer.step()
-        method.end_task(task, x, y)
-
-
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize(("variant", "scenario"), VARIANT_SCENARIOS)
 def test_deferred_training_matches_eager(variant, scenario, bias):
@@ -408,7 +400,7 @@ def test_deferred_training_matches_eager(variant, scenario, bias):
     methods = [make_small(stream, "factored", bias=bias, variant=variant, n_examples=10, defer=defer)
                for defer in (False, True)]
     for method in methods:
-        train_like_the_loop(method, stream, cfg, (*stream.tasks, stream.tasks[0]))
+        train_like_the_loop(method, (*stream.tasks, stream.tasks[0]), partial(method.make_optimizer, cfg))
     eager, deferred = methods
     assert eager._deferring is None and deferred._deferring is not None
     assert not deferred._pending_active  # folded at the end of the task
@@ -425,7 +417,7 @@ def test_deferred_forward_is_the_folded_model():
     stream = small_stream("class")
     ogd = make_small(stream, "factored", n_examples=10)
     cfg = TrainConfig(lr=0.1, batch_size=3)
-    train_like_the_loop(ogd, stream, cfg, stream.tasks[:1])
+    train_like_the_loop(ogd, stream.tasks[:1], partial(ogd.make_optimizer, cfg))
     optimizer = ogd.make_optimizer(cfg)
     x, y = stream.tasks[1].train_tensors()
     for step in range(4):
@@ -470,7 +462,7 @@ def test_deferred_runs_are_deterministic():
     runs = []
     for _ in range(2):
         ogd = make_small(stream, "factored", n_examples=10)
-        train_like_the_loop(ogd, stream, cfg, stream.tasks)
+        train_like_the_loop(ogd, stream.tasks, partial(ogd.make_optimizer, cfg))
         runs.append([p.detach().clone() for p in ogd.model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
