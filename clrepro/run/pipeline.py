@@ -16,7 +16,10 @@ lock where it is read-modified-written. Renders of different notebooks run side 
 
 Provenance: each stamp records the commit and whether the tree was clean when the render
 started; a paper-profile render from a dirty tree is refused unless --allow-dirty (and the
-stamp says so). `check-renders` lists which rendered notebooks are no longer current.
+stamp says so). `check-renders` lists which rendered notebooks are no longer current. A change
+to package files a notebook does not execute (modules its cells do not import, directly or
+through others, and modules of methods it does not run) leaves its render current: the render's
+inputs are read back from its stamped commit and compared on the files that matter.
 
 prepare-tests: copies of the notebooks with the smoke profile injected, for nbval.
 """
@@ -24,14 +27,19 @@ prepare-tests: copies of the notebooks with the smoke profile injected, for nbva
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import csv
 import fcntl
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import warnings
@@ -39,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from clrepro.config import ConfigError
-from clrepro.paths import REPO_ROOT, OutputDirs, atomic_write, code_hash, output_dirs
+from clrepro.paths import PACKAGE_DIR, REPO_ROOT, OutputDirs, atomic_write, code_hash, output_dirs
 from clrepro.run.profiles import PROFILES, get_profile, resolve_device
 from clrepro.run.ray_executor import EXECUTORS, executor_from_env
 
@@ -72,10 +80,11 @@ def _is_injected(cell) -> bool:
 
 
 def input_hash(notebook: Path, parameters: dict, extra: bytes = b"",
-               code_only: bool = False) -> str:
+               code_only: bool = False, code: str | None = None) -> str:
     """Hash of what determines a render: cell sources (not outputs), code, parameters.
 
-    code_only: leave markdown cells out (what determines the outputs)."""
+    code_only: leave markdown cells out (what determines the outputs). code: the package's hash
+    (default: the whole package as it is now, `paths.code_hash`)."""
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
@@ -84,10 +93,177 @@ def input_hash(notebook: Path, parameters: dict, extra: bytes = b"",
         if _is_injected(cell) or (code_only and cell.cell_type == "markdown"):
             continue
         digest.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
-    digest.update(code_hash().encode())
+    digest.update((code or code_hash()).encode())
     digest.update(json.dumps(parameters, sort_keys=True).encode())
     digest.update(extra)
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Which package changes concern a render
+#
+# The stamp hashes the whole package, so any change to it (one method's file, the renderer itself)
+# makes every render look stale, and `make reproduce` would re-run notebooks that never execute
+# the changed code. When the hashes differ, the render's own inputs are read back from its commit
+# (git), checked against the stamp, and compared with today's on the files that can change the
+# notebook's outputs: the package modules its cells import, and what those import in turn (any
+# import, module level or not), the package's data tables, but not the modules of methods it
+# does not run (the line the run cache draws too: runner.run_code_files).
+
+
+def _module_files(name: str, package_dir: Path) -> list[Path]:
+    """The files that importing module `name` (clrepro.…) executes: it and its packages' __init__s."""
+    parts = name.split(".")[1:]
+    files = [package_dir.joinpath(*parts[:i], "__init__.py") for i in range(len(parts))]
+    module = package_dir.joinpath(*parts)
+    files.append(module / "__init__.py" if module.is_dir() else module.with_suffix(".py"))
+    return [f for f in files if f.is_file()]
+
+
+def _imports(source: str, package_dir: Path) -> set[Path]:
+    """Package files named by the imports in `source` (notebook magics and shell lines skipped)."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    files: set[Path] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name == PACKAGE_DIR.name or name.startswith(PACKAGE_DIR.name + "."):
+                files.update(_module_files(name, package_dir))
+    return files
+
+
+def notebook_code_files(notebook: Path, package_dir: Path | None = None) -> set[str]:
+    """Package-relative paths of what the notebook's kernel can execute: the transitive closure of
+    its code cells' package imports, and the package's .csv tables."""
+    import nbformat
+
+    package_dir = package_dir or PACKAGE_DIR
+    nb = nbformat.read(notebook, as_version=4)
+    todo = set().union(*(_imports(c.source, package_dir) for c in nb.cells if c.cell_type == "code"))
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        seen.add(path)
+        todo |= _imports(path.read_text(), package_dir) - seen
+    return {str(p.relative_to(package_dir)) for p in seen | set(package_dir.rglob("*.csv"))}
+
+
+def _files_hash(package_dir: Path, files: set[str]) -> str:
+    """paths.code_hash restricted to `files` (package-relative); a file missing counts as such."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        path = package_dir / name
+        digest.update(name.encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"\0absent\0")
+    return digest.hexdigest()
+
+
+def _package_hash(package_dir: Path) -> str:
+    """paths.code_hash, byte for byte, of the package in `package_dir` (this one, or one read back
+    from a commit)."""
+    digest = hashlib.sha256()
+    files = (p for p in package_dir.rglob("*") if p.suffix in {".py", ".csv"} and "__pycache__" not in p.parts)
+    for path in sorted(files):
+        digest.update(str(path.relative_to(package_dir)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def methods_run(stem: str, results_dir: Path) -> set[str]:
+    """The registered methods in the `method` column of the notebook's results (`<stem>.csv`,
+    `<stem>_*.csv`): what its runs executed."""
+    from clrepro.methods import available_methods
+
+    names: set[str] = set()
+    for path in [results_dir / f"{stem}.csv", *sorted(results_dir.glob(f"{stem}_*.csv"))]:
+        if path.is_file():
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                if "method" in (reader.fieldnames or []):
+                    names |= {row["method"] for row in reader}
+    return names & set(available_methods())
+
+
+def method_files_not_run(methods: set[str], notebook: Path | None = None) -> frozenset[str]:
+    """Package-relative paths of method modules that none of `methods` executes (their class
+    chains and what those reference, as in the run cache key) and that neither the notebook nor a
+    module outside clrepro/methods names. Modules defining no registered method (base, buffer)
+    always count."""
+    from clrepro.methods import available_methods, method_class
+    from clrepro.run.runner import run_code_files
+
+    method_dir = PACKAGE_DIR / "methods"
+    defining = {Path(sys.modules[method_class(m).__module__].__file__) for m in available_methods()}
+    needed = set().union(*(run_code_files(m) for m in methods))
+    sources = [p.read_text() for p in PACKAGE_DIR.rglob("*.py") if method_dir not in p.parents]
+    if notebook is not None:
+        sources.append(notebook.read_text())
+    named = {method_dir / f"{name}.py" for text in sources for name in re.findall(r"clrepro\.methods\.(\w+)", text)}
+    return frozenset(str(p.relative_to(PACKAGE_DIR)) for p in defining - needed - named)
+
+
+def _tree_at(commit: str, paths: list[str], into: Path) -> bool:
+    """Extract `paths` as they were at `commit` into `into`; False without git or that commit."""
+    try:
+        archive = subprocess.run(["git", "archive", "--format=tar", commit, "--", *paths], cwd=REPO_ROOT,
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return True
+
+
+def compare_with_render(notebook: Path, stamp: dict, parameters: dict, results_dir: Path,
+                        code_only: bool = True) -> dict | None:
+    """The notebook's inputs now against those of its last render, on the package files that can
+    change its outputs (notebook_code_files, less method_files_not_run). None when the render's
+    inputs cannot be recovered (no stamped commit, a render from a dirty tree, no git) or do not
+    hash to its stamp. Otherwise
+    {"same": whether they agree, "changed": package files changed since the render,
+    "ignored": those among them that cannot change its outputs (not imported by it, or modules
+    of methods it does not run)}.
+
+    code_only: compare what determines the outputs (the stamp's code_inputs, at its commit);
+    otherwise also the markdown (its inputs, at the commit of its last prose update)."""
+    provenance = stamp if code_only or "prose" not in stamp else stamp["prose"]
+    key = "code_inputs" if code_only else "inputs"
+    commit = provenance.get("commit")
+    if not commit or provenance.get("clean") is not True or key not in stamp or "parameters" not in stamp:
+        return None
+    summary = notebook.stem == SUMMARY
+    try:
+        relative_notebook, relative_results = (str(p.relative_to(REPO_ROOT)) for p in (notebook, results_dir))
+    except ValueError:  # outside the checkout: not in git
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        then = Path(tmp)
+        paths = [PACKAGE_DIR.name, relative_notebook] + ([relative_results] if summary else [])
+        if not _tree_at(commit, paths, then):
+            return None
+        old_notebook, old_package = then / relative_notebook, then / PACKAGE_DIR.name
+        old_extra = _results_fingerprint(then / relative_results) if summary else b""
+        if input_hash(old_notebook, stamp["parameters"], old_extra, code_only,
+                      code=_package_hash(old_package)) != stamp[key]:
+            return None  # the stamp was not written from this commit's files
+        skip = method_files_not_run(methods_run(notebook.stem, results_dir), notebook)
+        executed = (notebook_code_files(notebook) | notebook_code_files(old_notebook, old_package)) - skip
+        extra = _results_fingerprint(results_dir) if summary else b""
+        same = input_hash(old_notebook, stamp["parameters"], old_extra, code_only,
+                          code=_files_hash(old_package, executed)) == input_hash(
+            notebook, parameters, extra, code_only, code=_files_hash(PACKAGE_DIR, executed))
+        files = {}
+        for root in (old_package, PACKAGE_DIR):
+            for path in root.rglob("*"):
+                if path.suffix in {".py", ".csv"} and "__pycache__" not in path.parts:
+                    files.setdefault(str(path.relative_to(root)), []).append(path.read_bytes())
+    changed = sorted(name for name, contents in files.items() if len(contents) == 1 or contents[0] != contents[1])
+    return {"same": same, "changed": changed, "ignored": [name for name in changed if name not in executed]}
 
 
 def update_prose(source: Path, rendered: Path) -> bool:
@@ -293,11 +469,26 @@ def render_status(profile: str = "paper"):
         # Stamps written before parameters were recorded: the device was 'cpu' or 'cuda'.
         candidates = [stamp["parameters"]] if "parameters" in stamp else [
             _parameters(profile, device, None) for device in ("cpu", "cuda")]
+        prose_only = "only markdown changed (`make reproduce` copies the prose, runs nothing)"
         if any(input_hash(notebook, params, extra) == stamp.get("inputs") for params in candidates):
             rows.append({**row, "current": True})
-        elif any(input_hash(notebook, params, extra, code_only=True) == stamp.get("code_inputs")
-                 for params in candidates):
-            rows.append({**row, "reason": "only markdown changed (`make reproduce` copies the prose, runs nothing)"})
+            continue
+        if any(input_hash(notebook, params, extra, code_only=True) == stamp.get("code_inputs")
+               for params in candidates):
+            rows.append({**row, "reason": prose_only})
+            continue
+        outputs = compare_with_render(notebook, stamp, stamp.get("parameters", {}), dirs.results)
+        if outputs is not None and outputs["same"]:
+            text = compare_with_render(notebook, stamp, stamp["parameters"], dirs.results, code_only=False)
+            note = f"changed since its render only in files it does not execute: {', '.join(outputs['ignored'])}"
+            rows.append({**row, "current": True, "reason": note} if text is not None and text["same"] else
+                        {**row, "reason": f"{prose_only}; {note}"})
+        elif outputs is not None:
+            relevant = [name for name in outputs["changed"] if name not in outputs["ignored"]]
+            what = f"changed since its render: {', '.join(relevant)}" if relevant else \
+                "its code cells or the results it reads changed" if notebook.stem == SUMMARY else \
+                "its code cells or parameters changed"
+            rows.append({**row, "reason": what})
         elif "code_inputs" not in stamp:
             rows.append({**row, "reason": "inputs changed (and the stamp predates code_inputs)"})
         elif notebook.stem == SUMMARY:
@@ -436,8 +627,19 @@ def _render(notebook: Path, profile: str, device: str, force: bool, parameters: 
     if not force and rendered.exists() and stamp.get("inputs") == digest:
         print(f"[skip] {notebook.stem}: unchanged since its last successful run", flush=True)
         return True
-    if (not force and rendered.exists() and stamp.get("code_inputs") == code_digest
-            and update_prose(notebook, rendered)):
+    outputs_current = stamp.get("code_inputs") == code_digest
+    if not force and rendered.exists() and not outputs_current:
+        outputs = compare_with_render(notebook, stamp, parameters, dirs.results)
+        if outputs is not None and outputs["same"]:
+            outputs_current = True
+            ignored = ", ".join(outputs["ignored"])
+            text = compare_with_render(notebook, stamp, parameters, dirs.results, code_only=False)
+            if text is not None and text["same"]:
+                print(f"[skip] {notebook.stem}: changed since its last successful run only in package files it "
+                      f"does not execute ({ignored})", flush=True)
+                return True
+    if not force and rendered.exists() and outputs_current and update_prose(notebook, rendered):
+        # The stamp keeps the commit its outputs came from (code_inputs); the prose gets its own.
         _update_stamp(stamps_path, notebook.stem, {**stamp, "inputs": digest, "prose": provenance})
         print(f"[text] {notebook.stem}: only markdown changed; prose updated, nothing re-run", flush=True)
         return True

@@ -342,3 +342,101 @@ def test_run_cpu_hours_counts_each_run_once_and_prefers_cpu_seconds(tmp_path):
     assert len(pipeline.run_times(tmp_path / "nb.csv")) == 2
     assert pipeline.run_cpu_hours(tmp_path / "nb.csv") == pytest.approx((60 + 300) / 3600)
     assert pipeline.run_cpu_hours(tmp_path / "missing.csv") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Which package changes concern a render
+
+
+def test_package_hash_is_the_stamps_code_hash():
+    from clrepro.paths import PACKAGE_DIR, code_hash
+
+    assert pipeline._package_hash(PACKAGE_DIR) == code_hash()
+
+
+def _fake_checkout(root):
+    """A git checkout with a package `clrepro` (a imports b inside a function; c is imported by
+    nobody; methods/x.py is a method module), one notebook importing clrepro.a, and results/."""
+    import subprocess
+
+    package = root / "clrepro"
+    (package / "methods").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from clrepro import b\n    return b.g()\n")
+    (package / "b.py").write_text("def g():\n    return 1\n")
+    (package / "c.py").write_text("X = 1\n")
+    (package / "table.csv").write_text("k,v\n1,2\n")
+    (package / "methods" / "__init__.py").write_text("")
+    (package / "methods" / "x.py").write_text("Y = 1\n")
+    (root / "notebooks").mkdir()
+    make_notebook(root / "notebooks" / "nb.ipynb", "%matplotlib inline\nfrom clrepro import a\na.f()")
+    (root / "results").mkdir()
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *command], cwd=root, check=True)
+    return package, subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
+                                   text=True).stdout.strip()
+
+
+def test_notebook_code_files_follow_the_imports(tmp_path):
+    package, _ = _fake_checkout(tmp_path)
+    files = pipeline.notebook_code_files(tmp_path / "notebooks" / "nb.ipynb", package)
+    assert files == {"__init__.py", "a.py", "b.py", "table.csv"}
+
+
+def test_a_render_is_compared_on_the_files_it_executes(tmp_path, monkeypatch):
+    package, commit = _fake_checkout(tmp_path)
+    notebook, results = tmp_path / "notebooks" / "nb.ipynb", tmp_path / "results"
+    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(pipeline, "PACKAGE_DIR", package)
+    monkeypatch.setattr(pipeline, "code_hash", lambda: pipeline._package_hash(package))
+    # x.py is the module of a method this notebook does not run (as the results would say).
+    monkeypatch.setattr(pipeline, "method_files_not_run", lambda methods, nb=None: frozenset({"methods/x.py"}))
+    params = {"profile": "paper", "device": "cpu"}
+    stamp = {"commit": commit, "clean": True, "parameters": params,
+             "code_inputs": pipeline.input_hash(notebook, params, code_only=True),
+             "inputs": pipeline.input_hash(notebook, params)}
+
+    def compare():
+        return pipeline.compare_with_render(notebook, stamp, params, results)
+
+    (package / "c.py").write_text("X = 2\n")  # imported by nobody
+    (package / "methods" / "x.py").write_text("Y = 2\n")  # a method it does not run
+    assert compare() == {"same": True, "changed": ["c.py", "methods/x.py"], "ignored": ["c.py", "methods/x.py"]}
+    assert pipeline.compare_with_render(notebook, stamp, params, results, code_only=False)["same"]
+    (package / "b.py").write_text("def g():\n    return 2\n")  # imported, inside a function
+    assert compare()["same"] is False and "b.py" not in compare()["ignored"]
+    (package / "b.py").write_text("def g():\n    return 1\n")
+    (package / "table.csv").write_text("k,v\n1,3\n")  # every table counts
+    assert compare()["same"] is False
+    (package / "table.csv").write_text("k,v\n1,2\n")
+    assert pipeline.compare_with_render(notebook, stamp, {**params, "device": "cuda"}, results)["same"] is False
+    # What cannot be recovered or checked is not current: a stamp that does not hash to its
+    # commit's files, a render from a dirty tree, a commit git does not know.
+    assert pipeline.compare_with_render(notebook, {**stamp, "code_inputs": "0" * 64}, params, results) is None
+    assert pipeline.compare_with_render(notebook, {**stamp, "clean": False}, params, results) is None
+    assert pipeline.compare_with_render(notebook, {**stamp, "commit": "f" * 40}, params, results) is None
+
+
+def test_a_change_to_files_a_notebook_does_not_execute_leaves_its_render_current(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("papermill")
+    package, commit = _fake_checkout(tmp_path)
+    notebook = tmp_path / "notebooks" / "nb.ipynb"
+    for name, value in (("REPO_ROOT", tmp_path), ("PACKAGE_DIR", package), ("NOTEBOOKS_DIR", notebook.parent)):
+        monkeypatch.setattr(pipeline, name, value)
+    monkeypatch.setattr(pipeline, "code_hash", lambda: pipeline._package_hash(package))
+    monkeypatch.setattr(pipeline, "method_files_not_run", lambda methods, nb=None: frozenset({"methods/x.py"}))
+    monkeypatch.setenv("CLREPRO_OUTPUT", str(tmp_path))
+    monkeypatch.setattr(pipeline, "update_durations", lambda: False)  # the README is the real one
+    params = {"profile": "paper", "device": "cpu"}
+    stamp = {"commit": commit, "clean": True, "parameters": params, "minutes": 1.0,
+             "code_inputs": pipeline.input_hash(notebook, params, code_only=True),
+             "inputs": pipeline.input_hash(notebook, params)}
+    (tmp_path / "results" / ".stamps.json").write_text(json.dumps({"nb": stamp}))
+    (package / "methods" / "x.py").write_text("Y = 2\n")
+    row = pipeline.render_status("paper").set_index("notebook").loc["nb"]
+    assert row["current"] and "methods/x.py" in row["reason"]
+    assert pipeline.reproduce("paper", "cpu", allow_dirty=True) == 0
+    assert "[skip] nb" in capsys.readouterr().out  # nothing re-run
+    (package / "b.py").write_text("def g():\n    return 2\n")
+    row = pipeline.render_status("paper").set_index("notebook").loc["nb"]
+    assert not row["current"] and row["reason"] == "changed since its render: b.py"
