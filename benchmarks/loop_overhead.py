@@ -6,6 +6,7 @@ Both loops train fine-tuning on one Permuted-MNIST task (60k examples, 1 epoch) 
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -42,6 +43,7 @@ def clrepro_loop(hidden, batch_size: int, lr: float) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options; --help says so
     torch.set_num_threads(torch.get_num_threads())
     stream = build_stream(BenchmarkConfig("permuted_mnist", "domain", n_tasks=1), 0)
     x, y = stream.tasks[0].train_tensors()
