@@ -163,12 +163,17 @@ def _files_hash(package_dir: Path, files: set[str]) -> str:
     return digest.hexdigest()
 
 
+def _package_files(package_dir: Path) -> list[Path]:
+    """The files paths.code_hash covers, in `package_dir`."""
+    return sorted(p for p in package_dir.rglob("*") if p.suffix in {".py", ".csv"} and "__pycache__" not in p.parts)
+
+
 def _package_hash(package_dir: Path) -> str:
     """paths.code_hash, byte for byte, of the package in `package_dir` (this one, or one read back
-    from a commit)."""
+    from a commit). Not paths.files_hash with a root argument: paths.py is code every run executes,
+    so changing it would re-key every cached run."""
     digest = hashlib.sha256()
-    files = (p for p in package_dir.rglob("*") if p.suffix in {".py", ".csv"} and "__pycache__" not in p.parts)
-    for path in sorted(files):
+    for path in _package_files(package_dir):
         digest.update(str(path.relative_to(package_dir)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -259,9 +264,8 @@ def compare_with_render(notebook: Path, stamp: dict, parameters: dict, results_d
             notebook, parameters, extra, code_only, code=_files_hash(PACKAGE_DIR, executed))
         files = {}
         for root in (old_package, PACKAGE_DIR):
-            for path in root.rglob("*"):
-                if path.suffix in {".py", ".csv"} and "__pycache__" not in path.parts:
-                    files.setdefault(str(path.relative_to(root)), []).append(path.read_bytes())
+            for path in _package_files(root):
+                files.setdefault(str(path.relative_to(root)), []).append(path.read_bytes())
     changed = sorted(name for name, contents in files.items() if len(contents) == 1 or contents[0] != contents[1])
     return {"same": same, "changed": changed, "ignored": [name for name in changed if name not in executed]}
 
